@@ -1,0 +1,131 @@
+"""The causal temporal state as an explicit value.
+
+Every temporal conv of the VAE looks back a few frames. Instead of a mutable cache list
+threaded through the network with an index counter, a step takes a `CausalState` and
+returns a new one: a mapping from each stateful layer's module path to the last input
+frames it needs, plus how many frames the stream has consumed. A state can be inspected,
+copied, compared, saved and restored; a step never mutates the state it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import torch
+from torch import Tensor
+
+
+def _frozen(d: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True)
+class CausalState:
+    """Where a stream stands: frames consumed so far and each layer's look-back frames.
+
+    `history[name]` is [B, C, n, H, W] with n at most the layer's look-back (2 for a
+    3x3x3 conv, 1 for a stride-2 temporal down-sampler). A missing entry means the layer
+    has seen nothing yet, i.e. its look-back is all zeros, exactly like the reference's
+    causal zero padding at the start of a clip.
+    """
+
+    frames_seen: int = 0
+    history: Mapping[str, Tensor] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.history, MappingProxyType):
+            object.__setattr__(self, "history", _frozen(self.history))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.history.values())
+
+    def clone(self) -> CausalState:
+        return CausalState(self.frames_seen, {k: v.clone() for k, v in self.history.items()})
+
+    def to(self, *args, **kwargs) -> CausalState:
+        return CausalState(self.frames_seen, {k: v.to(*args, **kwargs) for k, v in self.history.items()})
+
+    def equal(self, other: CausalState) -> bool:
+        """Exact equality of position and every history tensor."""
+        return (
+            self.frames_seen == other.frames_seen
+            and self.history.keys() == other.history.keys()
+            and all(torch.equal(v, other.history[k]) for k, v in self.history.items())
+        )
+
+    def to_tensors(self) -> dict[str, Tensor]:
+        """A flat dict of tensors, ready for `safetensors.torch.save_file`."""
+        out = {f"history.{k}": v.contiguous() for k, v in self.history.items()}
+        out["frames_seen"] = torch.tensor([self.frames_seen], dtype=torch.int64)
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Tensor]) -> CausalState:
+        if "frames_seen" not in tensors:
+            raise ValueError("not a saved CausalState: no 'frames_seen' tensor")
+        history = {k[len("history.") :]: v for k, v in tensors.items() if k.startswith("history.")}
+        return cls(int(tensors["frames_seen"].item()), history)
+
+
+def prepend_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
+    """`x` [B, C, T, H, W] preceded by exactly `lookback` frames of history.
+
+    Frames the stream has not produced yet are zeros: the reference's causal padding.
+    """
+    have = 0 if history is None else history.shape[2]
+    parts = []
+    if have < lookback:
+        b, c, _, h, w = x.shape
+        parts.append(x.new_zeros(b, c, lookback - have, h, w))
+    if have:
+        parts.append(history)
+    if not parts:
+        return x
+    return torch.cat([*parts, x], dim=2)
+
+
+def roll_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
+    """The last `lookback` real frames of (history, x), as a fresh tensor.
+
+    A fresh copy matters: a view would keep the whole chunk's activation alive for as
+    long as the state lives.
+    """
+    if x.shape[2] >= lookback or history is None:
+        return x[:, :, -lookback:].clone()
+    return torch.cat([history, x], dim=2)[:, :, -lookback:].clone()
+
+
+class StepContext:
+    """What one step of a coder reads and writes: the incoming state and the new history.
+
+    Lives for one call. The incoming state is only read; layers put their new look-back
+    frames into `updates`, which become the outgoing state. With `record=False` (one-pass
+    coding, where no later step follows) nothing is kept.
+    """
+
+    def __init__(self, state: CausalState, record: bool = True) -> None:
+        self.state = state
+        self.record = record
+        self.updates: dict[str, Tensor] = {}
+
+    @property
+    def at_start(self) -> bool:
+        """True when this step holds the stream's very first frame."""
+        return self.state.frames_seen == 0
+
+    def history(self, key: str) -> Tensor | None:
+        return self.state.history.get(key)
+
+    def keep(self, key: str, frames: Tensor) -> None:
+        if self.record:
+            self.updates[key] = frames
+
+    def result(self, frames_consumed: int) -> CausalState:
+        if not self.record:
+            return CausalState(self.state.frames_seen + frames_consumed, {})
+        # Layers that saw no frames this step keep their old history.
+        merged = {**self.state.history, **self.updates}
+        return CausalState(self.state.frames_seen + frames_consumed, merged)

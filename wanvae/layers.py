@@ -1,0 +1,185 @@
+"""The building blocks of the Wan 2.1 VAE.
+
+Attribute names follow the original checkpoint (`residual.0.gamma`, `residual.2.weight`,
+`to_qkv`, `proj`, `resample.1`, `time_conv`, ...) so weights load strictly with no key map.
+Every block's forward takes `(x, ctx)`: `x` is [B, C, T, H, W] and `ctx` the step's
+`StepContext`, through which temporal layers read and write their look-back frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .causal import StepContext, prepend_history, roll_history
+
+
+class StatefulLayer(nn.Module):
+    """A layer that keeps look-back frames; `state_key` is its module path in the model."""
+
+    state_key: str = ""
+
+
+class CausalConv3d(nn.Conv3d, StatefulLayer):
+    """A conv that sees `kernel_t - 1` frames back and none ahead.
+
+    Spatial padding is done by the conv itself (oneDNN is faster that way than on a
+    pre-padded copy); the temporal padding is the layer's history, zeros at stream start.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kernel: tuple[int, int, int], spatial_pad: int) -> None:
+        super().__init__(in_dim, out_dim, kernel, padding=(0, spatial_pad, spatial_pad))
+        self.lookback = kernel[0] - 1
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
+        history = ctx.history(self.state_key)
+        if self.lookback:
+            ctx.keep(self.state_key, roll_history(x, history, self.lookback))
+        if history is None and x.shape[2] == 1 and self.lookback:
+            # Zero look-back: only the kernel's last temporal slice touches real data, so
+            # the first frame of a stream (and every image) is a 2D conv at a third the cost.
+            y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, padding=self.padding[1:])
+            return y.unsqueeze(2)
+        return super().forward(prepend_history(x, history, self.lookback))
+
+
+class RMSNorm(nn.Module):
+    """L2-normalise over channels, times sqrt(C) and a learned per-channel gain.
+
+    `gamma` is [C, 1, 1, 1] for 5-D input and [C, 1, 1] for the attention's per-frame
+    4-D input, as in the checkpoint.
+    """
+
+    def __init__(self, dim: int, images: bool = False) -> None:
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Reduced precision normalises in fp32, as the reference does, to keep the norm exact.
+        low = x.dtype in (torch.float16, torch.bfloat16)
+        y = F.normalize(x.float() if low else x, dim=1).to(x.dtype)
+        return y * self.scale * self.gamma
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            RMSNorm(in_dim),
+            nn.SiLU(),
+            CausalConv3d(in_dim, out_dim, (3, 3, 3), 1),
+            RMSNorm(out_dim),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            CausalConv3d(out_dim, out_dim, (3, 3, 3), 1),
+        )
+        # 1x1x1: no temporal extent, hence no history.
+        self.shortcut = nn.Conv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
+        norm1, act1, conv1, norm2, act2, drop, conv2 = self.residual
+        h = self.shortcut(x)
+        x = conv1(act1(norm1(x)), ctx)
+        x = conv2(drop(act2(norm2(x))), ctx)
+        return x + h
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the H*W positions of each frame separately."""
+
+    # Frames attended per call: bounds the q/k/v buffers at high resolution.
+    frames_per_call = 4
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = RMSNorm(dim, images=True)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: Tensor, ctx: StepContext | None = None) -> Tensor:  # [B, C, T, H, W]
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # [B*T, C, H, W]
+        out = torch.cat([self._attend(f) for f in frames.split(self.frames_per_call)])
+        return out.view(b, t, c, h, w).transpose(1, 2) + x
+
+    def _attend(self, x: Tensor) -> Tensor:  # [N, C, H, W]
+        n, c, h, w = x.shape
+        qkv = self.to_qkv(self.norm(x)).reshape(n, 1, 3 * c, h * w).transpose(-1, -2)
+        q, k, v = qkv.chunk(3, dim=-1)  # each [N, 1, H*W, C]
+        # SDPA's fused CPU/GPU kernels work in blocks: the (HW x HW) matrix never exists.
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.squeeze(1).transpose(1, 2).reshape(n, c, h, w))
+
+
+def _conv_frames(conv: nn.Conv2d, x: Tensor, padding: int) -> Tensor:
+    """A Conv2d applied to every frame of [B, C, T, H, W], without reshaping to 4-D.
+
+    The same weights as a (1, k, k) Conv3d: no transposes or copies of the activation.
+    """
+    return F.conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=(0, padding, padding))
+
+
+class Upsample2x(nn.Module):
+    """Nearest x2 in H and W (the reference's 'nearest-exact', which at x2 is plain repeat)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C, T, H, W]
+        return F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest-exact")
+
+
+class Resample(StatefulLayer):
+    """Halve or double H and W, and for the '3d' modes also time.
+
+    downsample3d: the stream's first frame passes through; every later output frame is a
+    (3, 1, 1) stride-2 conv over (previous last frame, two new frames).
+    upsample3d: a causal (3, 1, 1) conv doubles the channels, which are interleaved into
+    twice the frames. The stream's first frame skips it (one frame stays one frame) and
+    the conv starts with zero history from the second frame on: the reference's quirk.
+    """
+
+    def __init__(self, dim: int, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        if mode in ("upsample2d", "upsample3d"):
+            self.resample = nn.Sequential(Upsample2x(), nn.Conv2d(dim, dim // 2, 3, padding=1))
+            if mode == "upsample3d":
+                self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), 0)
+        elif mode in ("downsample2d", "downsample3d"):
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
+            if mode == "downsample3d":
+                self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1))
+        else:
+            raise ValueError(f"unknown resample mode {mode!r}")
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
+        if self.mode == "upsample3d":
+            x = self._double_time(x, ctx)
+        if self.mode.startswith("upsample"):
+            return _conv_frames(self.resample[1], self.resample[0](x), padding=1)
+        # Zero-pad right and bottom only, then a valid stride-2 conv: the reference's
+        # asymmetric padding.
+        x = _conv_frames(self.resample[1], F.pad(x, (0, 1, 0, 1)), padding=0)
+        if self.mode == "downsample3d":
+            x = self._halve_time(x, ctx)
+        return x
+
+    def _double_time(self, x: Tensor, ctx: StepContext) -> Tensor:
+        head = x[:, :, :1] if ctx.at_start else None
+        body = x[:, :, 1:] if ctx.at_start else x
+        if body.shape[2] == 0:
+            return x
+        b, c, t, h, w = body.shape
+        y = self.time_conv(body, ctx)  # [B, 2C, T, H, W]
+        y = y.view(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)
+        return y if head is None else torch.cat([head, y], dim=2)
+
+    def _halve_time(self, x: Tensor, ctx: StepContext) -> Tensor:
+        key = self.state_key + ".time_conv"
+        history = ctx.history(key)
+        ctx.keep(key, x[:, :, -1:].clone())
+        if history is not None:
+            return self.time_conv(torch.cat([history, x], dim=2))
+        if x.shape[2] < 3:
+            return x[:, :, :1]
+        return torch.cat([x[:, :, :1], self.time_conv(x)], dim=2)

@@ -1,0 +1,258 @@
+"""Encoder3d, Decoder3d and WanVAE: the Wan 2.1 causal video VAE.
+
+Two ways through the same layers: `encode`/`decode` take a whole clip, and
+`encode_step`/`decode_step` continue a stream from an explicit `CausalState`. The whole-clip
+calls are built from the steps, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from . import checks
+from .causal import CausalState, StepContext
+from .config import VAEConfig
+from .layers import AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer
+
+# Activation budget for one temporal chunk of a whole-clip call: a chunk of frames at the
+# widest, full-resolution layer should take about this much per tensor. Big chunks keep
+# the convs efficient; bounded chunks keep peak memory at the reference's level or below.
+CHUNK_BYTES = 512 * 2**20
+
+
+class Encoder3d(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        dims = [cfg.dim * m for m in (1, *cfg.dim_mult)]
+        self.conv1 = CausalConv3d(3, dims[0], (3, 3, 3), 1)
+        layers: list[nn.Module] = []
+        scale = 1.0
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            for _ in range(cfg.num_res_blocks):
+                layers.append(ResidualBlock(in_dim, out_dim, cfg.dropout))
+                if scale in cfg.attn_scales:
+                    layers.append(AttentionBlock(out_dim))
+                in_dim = out_dim
+            if i != len(cfg.dim_mult) - 1:
+                layers.append(Resample(out_dim, "downsample3d" if cfg.temporal_downsample[i] else "downsample2d"))
+                scale /= 2.0
+        self.downsamples = nn.ModuleList(layers)
+        self.middle = nn.ModuleList(
+            [ResidualBlock(dims[-1], dims[-1], cfg.dropout), AttentionBlock(dims[-1]), ResidualBlock(dims[-1], dims[-1], cfg.dropout)]
+        )
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], 2 * cfg.z_dim, (3, 3, 3), 1))
+
+    def down(self, x: Tensor, ctx: StepContext) -> Tensor:
+        """Pixels [B, 3, T, H, W] to the 1/8 map [B, 4*dim, t, H/8, W/8]; spatially local."""
+        x = self.conv1(x, ctx)
+        for layer in self.downsamples:
+            x = layer(x, ctx)
+        return x
+
+    def mid_head(self, x: Tensor, ctx: StepContext) -> Tensor:
+        """The 1/8 map to moments [B, 2*z_dim, t, h, w]; the attention sees the whole frame."""
+        for layer in self.middle:
+            x = layer(x, ctx)
+        return self.head[2](self.head[1](self.head[0](x)), ctx)
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        return self.mid_head(self.down(x, ctx), ctx)
+
+
+class Decoder3d(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        mult = cfg.dim_mult
+        dims = [cfg.dim * m for m in (mult[-1], *mult[::-1])]
+        temporal_upsample = cfg.temporal_downsample[::-1]
+        self.conv1 = CausalConv3d(cfg.z_dim, dims[0], (3, 3, 3), 1)
+        self.middle = nn.ModuleList(
+            [ResidualBlock(dims[0], dims[0], cfg.dropout), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0], cfg.dropout)]
+        )
+        layers: list[nn.Module] = []
+        scale = 1.0 / 2 ** (len(mult) - 2)
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            if i > 0:
+                in_dim //= 2  # each up-sampler halves the channels it hands on
+            for _ in range(cfg.num_res_blocks + 1):
+                layers.append(ResidualBlock(in_dim, out_dim, cfg.dropout))
+                if scale in cfg.attn_scales:
+                    layers.append(AttentionBlock(out_dim))
+                in_dim = out_dim
+            if i != len(mult) - 1:
+                layers.append(Resample(out_dim, "upsample3d" if temporal_upsample[i] else "upsample2d"))
+                scale *= 2.0
+        self.upsamples = nn.ModuleList(layers)
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], 3, (3, 3, 3), 1))
+
+    def mid(self, x: Tensor, ctx: StepContext) -> Tensor:
+        """Latents [B, z_dim, t, h, w] to the decoder's 1/8 map; the attention sees it whole."""
+        x = self.conv1(x, ctx)
+        for layer in self.middle:
+            x = layer(x, ctx)
+        return x
+
+    def up(self, x: Tensor, ctx: StepContext) -> Tensor:
+        """The 1/8 map to pixels [B, 3, T, H, W]; spatially local."""
+        for layer in self.upsamples:
+            x = layer(x, ctx)
+        return self.head[2](self.head[1](self.head[0](x)), ctx)
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        return self.up(self.mid(x, ctx), ctx)
+
+
+class WanVAE(nn.Module):
+    """The Wan 2.1 video VAE. Parameter names are the original checkpoint's keys."""
+
+    def __init__(self, config: VAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or VAEConfig()
+        self.encoder = Encoder3d(config)
+        self.conv1 = nn.Conv3d(2 * config.z_dim, 2 * config.z_dim, 1)  # moments -> moments
+        self.conv2 = nn.Conv3d(config.z_dim, config.z_dim, 1)  # latents -> decoder input
+        self.decoder = Decoder3d(config)
+        # Not persistent: the checkpoint has no such tensors, and the config carries them.
+        shape = (1, config.z_dim, 1, 1, 1)
+        self.register_buffer("latents_mean", torch.empty(shape), persistent=False)
+        self.register_buffer("latents_std", torch.empty(shape), persistent=False)
+        self.reset_latent_stats()
+        for name, module in self.named_modules():
+            if isinstance(module, StatefulLayer):
+                module.state_key = name
+
+    @torch.no_grad()
+    def reset_latent_stats(self) -> None:
+        """Fill the normalisation buffers from the config (after `to_empty`, for one)."""
+        shape = self.latents_mean.shape
+        self.latents_mean.copy_(torch.tensor(self.config.latents_mean).view(shape))
+        self.latents_std.copy_(torch.tensor(self.config.latents_std).view(shape))
+
+    @property
+    def device(self) -> torch.device:
+        return self.conv1.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv1.weight.dtype
+
+    def stateful_layers(self, part: str) -> list[str]:
+        """Module paths of the layers that keep history in `part` ('encoder' or 'decoder')."""
+        names = []
+        for name, module in getattr(self, part).named_modules():
+            if isinstance(module, CausalConv3d) and module.lookback:
+                names.append(f"{part}.{name}")
+            elif isinstance(module, Resample) and module.mode == "downsample3d":
+                names.append(f"{part}.{name}.time_conv")
+        return names
+
+    # ---- normalisation: applied only at the encode/decode boundary -----------------------
+    def normalize(self, mean: Tensor) -> Tensor:
+        return (mean - self.latents_mean.to(mean.dtype)) / self.latents_std.to(mean.dtype)
+
+    def denormalize(self, latents: Tensor) -> Tensor:
+        return latents * self.latents_std.to(latents.dtype) + self.latents_mean.to(latents.dtype)
+
+    # ---- streaming steps -----------------------------------------------------------------
+    def encode_step(self, video: Tensor, state: CausalState) -> tuple[tuple[Tensor, Tensor], CausalState]:
+        """Continue an encoding stream: `video` [B, 3, n, H, W] -> raw (mean, logvar), new state.
+
+        The stream's first step takes 1 + 4k frames, later steps 4k frames (k >= 0, for the
+        Wan config), so every latent frame is complete when returned.
+        """
+        r = self.config.temporal_ratio
+        n = video.shape[2]
+        if state.frames_seen == 0 and n % r != 1 % r:
+            raise ValueError(f"the first encode step takes 1 + {r}k frames, got {n}")
+        if state.frames_seen > 0 and n % r != 0:
+            raise ValueError(f"encode steps after the first take a multiple of {r} frames, got {n}")
+        ctx = StepContext(state)
+        moments = self._moments(self.encoder(video, ctx))
+        return moments, ctx.result(n)
+
+    def decode_step(self, latents: Tensor, state: CausalState) -> tuple[Tensor, CausalState]:
+        """Continue a decoding stream: raw latents [B, z, t, h, w] -> pixels, new state.
+
+        Unclamped. The stream's first latent frame gives one pixel frame, every later one
+        gives four (for the Wan config).
+        """
+        ctx = StepContext(state)
+        video = self.decoder(self.conv2(latents), ctx)
+        return video, ctx.result(latents.shape[2])
+
+    def _moments(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        mean, logvar = self.conv1(h).chunk(2, dim=1)
+        # The reference (diffusers' DiagonalGaussianDistribution) clamps here.
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    # ---- whole clips ----------------------------------------------------------------------
+    def _encode_chunks(self, video: Tensor) -> Iterator[Tensor]:
+        """Split a validated clip into the stream's steps: 1 frame, then chunks of 4k."""
+        b, _, t, h, w = video.shape
+        r = self.config.temporal_ratio
+        per_frame = b * self.config.dim * h * w * video.element_size()
+        chunk = max(r, (CHUNK_BYTES // max(per_frame, 1)) // r * r)
+        yield video[:, :, :1]
+        for start in range(1, t, chunk):
+            yield video[:, :, start : start + chunk]
+
+    @torch.no_grad()
+    def encode_moments(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw (mean, logvar) [B, z, 1 + (T-1)/4, H/8, W/8] of a clip [B, 3, T, H, W] in [-1, 1].
+
+        An image batch [B, 3, H, W] is taken as one-frame clips.
+        """
+        video = checks.check_video(video, self.config, self.dtype)
+        state = CausalState()
+        means, logvars = [], []
+        for chunk in self._encode_chunks(video):
+            (mean, logvar), state = self.encode_step(chunk, state)
+            means.append(mean)
+            logvars.append(logvar)
+        return torch.cat(means, dim=2), torch.cat(logvars, dim=2)
+
+    @torch.no_grad()
+    def encode(self, video: Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """Normalised latents [B, 16, 1 + (T-1)/4, H/8, W/8] of a clip [B, 3, T, H, W] in [-1, 1].
+
+        The normalised mean, as the reference returns; with `sample=True` a normalised
+        draw from the posterior, noise drawn latent frame by latent frame in time order so
+        a stream with the same generator draws the same sample.
+        """
+        mean, logvar = self.encode_moments(video)
+        if sample:
+            mean = sample_posterior(mean, logvar, generator)
+        return self.normalize(mean)
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor, *, clamp: bool = True) -> Tensor:
+        """Pixels [B, 3, 1 + 4(t-1), 8h, 8w] from normalised latents [B, 16, t, h, w].
+
+        Clamped to [-1, 1] like the reference's decode, unless `clamp=False`.
+        """
+        latents = checks.check_latents(latents, self.config, self.dtype)
+        z = self.denormalize(latents)
+        b, _, t, h, w = z.shape
+        s = self.config.spatial_ratio
+        per_latent = b * self.config.dim * self.config.temporal_ratio * (h * s) * (w * s) * z.element_size()
+        chunk = max(1, CHUNK_BYTES // max(per_latent, 1))
+        state = CausalState()
+        outs = []
+        for start in [0, *range(1, t, chunk)]:
+            stop = 1 if start == 0 else start + chunk
+            video, state = self.decode_step(z[:, :, start:stop], state)
+            outs.append(video.clamp_(-1.0, 1.0) if clamp else video)
+        return torch.cat(outs, dim=2)
+
+
+def sample_posterior(mean: Tensor, logvar: Tensor, generator: torch.Generator | None) -> Tensor:
+    """mean + std * eps, eps drawn one latent frame at a time in time order."""
+    std = torch.exp(0.5 * logvar)
+    frames = []
+    for i in range(mean.shape[2]):
+        eps = torch.randn(mean[:, :, i].shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        frames.append(mean[:, :, i] + std[:, :, i] * eps)
+    return torch.stack(frames, dim=2)
