@@ -1,9 +1,10 @@
 """wanvae: the Wan 2.1 causal video VAE, exact, fast and memory-bounded."""
 
-from .causal import CausalState
-from .config import VAEConfig, preset
-from .model import WanVAE
-
 __version__ = "0.1.0"
 
-__all__ = ["CausalState", "VAEConfig", "WanVAE", "preset", "__version__"]
+from .causal import CausalState  # noqa: E402
+from .config import VAEConfig, preset  # noqa: E402
+from .model import WanVAE  # noqa: E402
+from .weights import CheckpointError, load, save  # noqa: E402
+
+__all__ = ["CausalState", "CheckpointError", "VAEConfig", "WanVAE", "load", "preset", "save", "__version__"]

@@ -38,15 +38,22 @@ class VAEConfig:
     temporal_downsample: tuple[bool, ...] = (False, True, True)
     # Released weights were trained with dropout 0; kept for fine-tuning experiments.
     dropout: float = 0.0
-    latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
-    latents_std: tuple[float, ...] = WAN21_LATENTS_STD
+    # Per-channel latent statistics; None means Wan 2.1's for z_dim=16, else 0 and 1.
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
     # Free text carried into checkpoint metadata (e.g. "wan2.1", "demo").
     name: str = field(default="wan2.1", compare=False)
 
     def __post_init__(self) -> None:
+        if self.latents_mean is None:
+            object.__setattr__(self, "latents_mean", WAN21_LATENTS_MEAN if self.z_dim == 16 else (0.0,) * self.z_dim)
+        if self.latents_std is None:
+            object.__setattr__(self, "latents_std", WAN21_LATENTS_STD if self.z_dim == 16 else (1.0,) * self.z_dim)
         # Accept lists (from JSON) but store tuples so the value stays hashable and frozen.
-        for f in ("dim_mult", "attn_scales", "temporal_downsample", "latents_mean", "latents_std"):
+        for f in ("dim_mult", "attn_scales", "temporal_downsample"):
             object.__setattr__(self, f, tuple(getattr(self, f)))
+        for f in ("latents_mean", "latents_std"):
+            object.__setattr__(self, f, tuple(float(v) for v in getattr(self, f)))
         object.__setattr__(self, "temporal_downsample", tuple(bool(v) for v in self.temporal_downsample))
         object.__setattr__(self, "attn_scales", tuple(float(v) for v in self.attn_scales))
         if self.dim < 1 or self.z_dim < 1 or self.num_res_blocks < 1:

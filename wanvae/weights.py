@@ -188,17 +188,16 @@ def _infer_config_diffusers(tensors: Mapping[str, Tensor], metadata: Mapping[str
 
 def _config_from_diffusers_json(c: Mapping) -> VAEConfig:
     base = VAEConfig()
-    z = c.get("z_dim", base.z_dim)
     return VAEConfig(
         dim=c.get("base_dim", base.dim),
-        z_dim=z,
+        z_dim=c.get("z_dim", base.z_dim),
         dim_mult=tuple(c.get("dim_mult", base.dim_mult)),
         num_res_blocks=c.get("num_res_blocks", base.num_res_blocks),
         attn_scales=tuple(c.get("attn_scales", base.attn_scales)),
         temporal_downsample=tuple(c.get("temperal_downsample", base.temporal_downsample)),
         dropout=c.get("dropout", base.dropout),
-        latents_mean=tuple(c.get("latents_mean") or (base.latents_mean if z == 16 else [0.0] * z)),
-        latents_std=tuple(c.get("latents_std") or (base.latents_std if z == 16 else [1.0] * z)),
+        latents_mean=c.get("latents_mean"),
+        latents_std=c.get("latents_std"),
     )
 
 
@@ -232,7 +231,6 @@ def infer_config(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | No
             scale /= 2.0
     mult.append(out_dim // dim)
     res_blocks = res_blocks or blocks_in_level
-    defaults = VAEConfig()
     return VAEConfig(
         dim=dim,
         z_dim=z_dim,
@@ -240,9 +238,8 @@ def infer_config(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | No
         num_res_blocks=res_blocks,
         attn_scales=tuple(attn),
         temporal_downsample=tuple(temporal),
-        # Without metadata only Wan 2.1's own statistics can be assumed, and only for z=16.
-        latents_mean=defaults.latents_mean if z_dim == 16 else (0.0,) * z_dim,
-        latents_std=defaults.latents_std if z_dim == 16 else (1.0,) * z_dim,
+        # Without metadata only Wan 2.1's own statistics can be assumed (the config's
+        # default for z_dim=16; 0 and 1 otherwise).
         name="wan2.1" if dim == 96 and z_dim == 16 else "custom",
     )
 

@@ -1,0 +1,129 @@
+"""The model against the reference: checkpoint layout, and numbers against diffusers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import wanvae
+from conftest import TINY, random_vae, random_video, reference_decode_unclamped, reference_for
+
+KEYS = json.loads((Path(__file__).parent / "data" / "wan21_vae_keys.json").read_text())
+
+
+def test_state_dict_is_the_original_checkpoint_layout():
+    sd = wanvae.WanVAE().state_dict()
+    assert list(sd) == list(KEYS["tensors"])  # same keys, same order
+    assert {k: list(v.shape) for k, v in sd.items()} == KEYS["tensors"]
+    assert sum(v.numel() for v in sd.values()) == KEYS["num_parameters"] == 126_892_531
+
+
+def test_compression_ratios_and_frame_counts():
+    cfg = wanvae.VAEConfig()
+    assert (cfg.spatial_ratio, cfg.temporal_ratio) == (8, 4)
+    assert [cfg.latent_frames(t) for t in (1, 5, 9, 81, 97)] == [1, 2, 3, 21, 25]
+    assert [cfg.pixel_frames(t) for t in (1, 2, 21, 25)] == [1, 5, 81, 97]
+
+
+@pytest.fixture(scope="module")
+def full_pair(full_vae):
+    return full_vae, reference_for(full_vae)
+
+
+def test_full_size_encode_matches_diffusers(full_pair):
+    vae, ref = full_pair
+    x = random_video(1, 9, 32, 48, seed=3)
+    mean, logvar = vae.encode_moments(x)
+    with torch.no_grad():
+        dist = ref.encode(x).latent_dist
+    assert mean.shape == (1, 16, 3, 4, 6)
+    assert (mean - dist.mean).abs().max() < 1e-4
+    assert (logvar - dist.logvar).abs().max() < 1e-4
+    # encode() is the normalised mean, as the original returns; no sampling.
+    z = vae.encode(x)
+    mu = torch.tensor(vae.config.latents_mean).view(1, 16, 1, 1, 1)
+    sd = torch.tensor(vae.config.latents_std).view(1, 16, 1, 1, 1)
+    torch.testing.assert_close(z, (dist.mean - mu) / sd, atol=1e-4, rtol=0)
+
+
+def test_full_size_decode_matches_diffusers(full_pair):
+    vae, ref = full_pair
+    g = torch.Generator().manual_seed(4)
+    z_raw = torch.randn(1, 16, 3, 4, 6, generator=g)
+    ours = vae.decode(vae.normalize(z_raw), clamp=False)
+    theirs = reference_decode_unclamped(ref, z_raw)
+    assert ours.shape == theirs.shape == (1, 3, 9, 32, 48)
+    assert theirs.abs().max() > 1.0  # random weights overshoot: the comparison is unclamped
+    assert (ours - theirs).abs().max() < 1e-4
+    # The clamped decode is the reference's public decode.
+    with torch.no_grad():
+        public = ref.decode(z_raw).sample
+    assert (vae.decode(vae.normalize(z_raw)) - public).abs().max() < 1e-4
+
+
+def test_tiny_config_longer_clip_matches_diffusers():
+    """Five latent frames: exercises the decoder's first-frame and second-frame quirks."""
+    vae = random_vae(TINY, seed=5)
+    ref = reference_for(vae)
+    x = random_video(1, 17, 32, 32, seed=6)
+    mean, logvar = vae.encode_moments(x)
+    with torch.no_grad():
+        dist = ref.encode(x).latent_dist
+    assert mean.shape == (1, 16, 5, 4, 4)
+    assert (mean - dist.mean).abs().max() < 1e-4
+    assert (logvar - dist.logvar).abs().max() < 1e-4
+    z_raw = torch.randn(1, 16, 5, 4, 4, generator=torch.Generator().manual_seed(7))
+    ours = vae.decode(vae.normalize(z_raw), clamp=False)
+    theirs = reference_decode_unclamped(ref, z_raw)
+    assert ours.shape == (1, 3, 17, 32, 32)
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_batch_items_are_independent(tiny_vae):
+    x = random_video(3, 5, 16, 24, seed=10)
+    batch = tiny_vae.encode(x)
+    for i in range(3):
+        torch.testing.assert_close(batch[i : i + 1], tiny_vae.encode(x[i : i + 1]), atol=1e-5, rtol=0)
+    z = torch.randn(2, 16, 3, 2, 3, generator=torch.Generator().manual_seed(11))
+    out = tiny_vae.decode(z, clamp=False)
+    for i in range(2):
+        torch.testing.assert_close(out[i : i + 1], tiny_vae.decode(z[i : i + 1], clamp=False), atol=1e-5, rtol=0)
+
+
+def test_image_equals_first_frame_of_a_clip(tiny_vae):
+    x = random_video(2, 9, 16, 16, seed=12)
+    image_latents = tiny_vae.encode(x[:, :, 0])  # [B, 3, H, W]
+    assert image_latents.shape == (2, 16, 1, 2, 2)
+    torch.testing.assert_close(image_latents, tiny_vae.encode(x)[:, :, :1], atol=1e-6, rtol=0)
+
+
+def test_decode_shapes_and_clamp(tiny_vae):
+    z = torch.randn(1, 16, 4, 3, 5, generator=torch.Generator().manual_seed(13)) * 3
+    out = tiny_vae.decode(z)
+    assert out.shape == (1, 3, 13, 24, 40)
+    assert out.min() >= -1 and out.max() <= 1
+    raw = tiny_vae.decode(z, clamp=False)
+    torch.testing.assert_close(out, raw.clamp(-1, 1))
+
+
+def test_sampling_is_reproducible_and_framewise(tiny_vae):
+    x = random_video(1, 9, 16, 16, seed=14)
+    a = tiny_vae.encode(x, sample=True, generator=torch.Generator().manual_seed(0))
+    b = tiny_vae.encode(x, sample=True, generator=torch.Generator().manual_seed(0))
+    mean = tiny_vae.encode(x)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert (a - mean).abs().max() > 0
+    # Noise is drawn latent frame by latent frame: the first frame's sample is the same
+    # whether the clip has one latent frame or three.
+    first = tiny_vae.encode(x[:, :, :1], sample=True, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(first, a[:, :, :1], atol=1e-6, rtol=0)
+
+
+def test_float64_and_dtype_follow_the_model():
+    vae = random_vae(TINY, seed=15).double()
+    x = random_video(1, 5, 16, 16, seed=16)
+    z = vae.encode(x)  # float32 input is cast to the model's dtype
+    assert z.dtype == torch.float64
