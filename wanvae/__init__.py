@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from .causal import CausalState  # noqa: E402
 from .config import VAEConfig, preset  # noqa: E402
 from .model import WanVAE  # noqa: E402
+from .stream import StreamDecoder, StreamEncoder  # noqa: E402
 from .weights import CheckpointError, load, save  # noqa: E402
 
-__all__ = ["CausalState", "CheckpointError", "VAEConfig", "WanVAE", "load", "preset", "save", "__version__"]
+__all__ = ["CausalState", "CheckpointError", "StreamDecoder", "StreamEncoder", "VAEConfig", "WanVAE", "load", "preset", "save", "__version__"]

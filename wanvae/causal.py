@@ -106,10 +106,13 @@ class StepContext:
     coding, where no later step follows) nothing is kept.
     """
 
-    def __init__(self, state: CausalState, record: bool = True) -> None:
+    def __init__(self, state: CausalState, record: bool = True, seams=None, tile=None) -> None:
         self.state = state
         self.record = record
         self.updates: dict[str, Tensor] = {}
+        # Set when this step runs on one spatial tile (see seams.py); None for whole frames.
+        self.seams = seams
+        self.tile = tile
 
     @property
     def at_start(self) -> bool:

@@ -16,7 +16,7 @@ from .causal import StepContext, prepend_history, roll_history
 
 
 class StatefulLayer(nn.Module):
-    """A layer that keeps look-back frames; `state_key` is its module path in the model."""
+    """A layer that keeps look-back frames or tile seams, under `state_key`: its module path."""
 
     state_key: str = ""
 
@@ -33,15 +33,20 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
         self.lookback = kernel[0] - 1
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
+        pad = self.padding[1]
+        padding = self.padding
+        if pad and ctx.seams is not None:
+            x = ctx.seams.extend(x, ctx.tile, self.state_key, 2 * pad + 1, 1, pad, pad)
+            padding = ctx.tile.conv_padding(pad)
         history = ctx.history(self.state_key)
         if self.lookback:
             ctx.keep(self.state_key, roll_history(x, history, self.lookback))
         if history is None and x.shape[2] == 1 and self.lookback:
             # Zero look-back: only the kernel's last temporal slice touches real data, so
             # the first frame of a stream (and every image) is a 2D conv at a third the cost.
-            y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, padding=self.padding[1:])
+            y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, padding=padding[1:])
             return y.unsqueeze(2)
-        return super().forward(prepend_history(x, history, self.lookback))
+        return F.conv3d(prepend_history(x, history, self.lookback), self.weight, self.bias, padding=padding)
 
 
 class RMSNorm(nn.Module):
@@ -63,7 +68,7 @@ class RMSNorm(nn.Module):
         return y * self.scale * self.gamma
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(StatefulLayer):
     def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.residual = nn.Sequential(
@@ -81,6 +86,8 @@ class ResidualBlock(nn.Module):
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
         norm1, act1, conv1, norm2, act2, drop, conv2 = self.residual
         h = self.shortcut(x)
+        if ctx.seams is not None:  # on a tile the two convs lag by one position each
+            h = ctx.seams.delay(h, ctx.tile, self.state_key + ".shortcut", lag=2)
         x = conv1(act1(norm1(x)), ctx)
         x = conv2(drop(act2(norm2(x))), ctx)
         return x + h
@@ -113,12 +120,12 @@ class AttentionBlock(nn.Module):
         return self.proj(y.squeeze(1).transpose(1, 2).reshape(n, c, h, w))
 
 
-def _conv_frames(conv: nn.Conv2d, x: Tensor, padding: int) -> Tensor:
+def _conv_frames(conv: nn.Conv2d, x: Tensor, padding: tuple[int, int, int]) -> Tensor:
     """A Conv2d applied to every frame of [B, C, T, H, W], without reshaping to 4-D.
 
     The same weights as a (1, k, k) Conv3d: no transposes or copies of the activation.
     """
-    return F.conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=(0, padding, padding))
+    return F.conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)
 
 
 class Upsample2x(nn.Module):
@@ -156,10 +163,18 @@ class Resample(StatefulLayer):
         if self.mode == "upsample3d":
             x = self._double_time(x, ctx)
         if self.mode.startswith("upsample"):
-            return _conv_frames(self.resample[1], self.resample[0](x), padding=1)
+            x = self.resample[0](x)
+            if ctx.seams is None:
+                return _conv_frames(self.resample[1], x, padding=(0, 1, 1))
+            x = ctx.seams.extend(x, ctx.tile, self.state_key + ".resample", 3, 1, 1, 1)
+            return _conv_frames(self.resample[1], x, padding=ctx.tile.conv_padding(1))
         # Zero-pad right and bottom only, then a valid stride-2 conv: the reference's
         # asymmetric padding.
-        x = _conv_frames(self.resample[1], F.pad(x, (0, 1, 0, 1)), padding=0)
+        if ctx.seams is None:
+            x = F.pad(x, (0, 1, 0, 1))
+        else:
+            x = ctx.seams.extend(x, ctx.tile, self.state_key + ".resample", 3, 2, 0, 1, conv_pads=False)
+        x = _conv_frames(self.resample[1], x, padding=(0, 0, 0))
         if self.mode == "downsample3d":
             x = self._halve_time(x, ctx)
         return x

@@ -7,14 +7,13 @@ calls are built from the steps, so they cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor, nn
 
-from . import checks
+from . import checks, tiling
 from .causal import CausalState, StepContext
 from .config import VAEConfig
+from .tiling import TileArg
 from .layers import AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer
 
 # Activation budget for one temporal chunk of a whole-clip call: a chunk of frames at the
@@ -189,63 +188,106 @@ class WanVAE(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
     # ---- whole clips ----------------------------------------------------------------------
-    def _encode_chunks(self, video: Tensor) -> Iterator[Tensor]:
-        """Split a validated clip into the stream's steps: 1 frame, then chunks of 4k."""
-        b, _, t, h, w = video.shape
-        r = self.config.temporal_ratio
-        per_frame = b * self.config.dim * h * w * video.element_size()
-        chunk = max(r, (CHUNK_BYTES // max(per_frame, 1)) // r * r)
-        yield video[:, :, :1]
-        for start in range(1, t, chunk):
-            yield video[:, :, start : start + chunk]
+    def _chunk_frames(self, frames_bytes: int, multiple: int) -> int:
+        """Frames per time chunk so that one full-resolution activation stays near CHUNK_BYTES."""
+        return max(multiple, CHUNK_BYTES // max(frames_bytes, 1) // multiple * multiple)
+
+    def _bytes_per_pixel(self) -> float:
+        """Rough working set of a tile per pixel (causal state plus one chunk's activations)."""
+        return 48 * self.config.dim * self.conv1.weight.element_size()
+
+    def _grid(self, tile: TileArg, height: int, width: int) -> tiling.TileGrid | None:
+        tile_px = tiling.parse_tile(tile, height, width, self._bytes_per_pixel())
+        if tile_px is None:
+            return None
+        if self.config.attn_scales:
+            raise ValueError("tiling needs a spatially local down/up path: attn_scales must be empty")
+        grid = tiling.plan(height, width, tile_px, self.config.spatial_ratio)
+        return grid if len(grid) > 1 else None
+
+    def _in_chunks(self, run, x: Tensor, chunks: list[slice]) -> Tensor:
+        """`run` over the time chunks of `x` in order, one causal state carried through."""
+        state, outs = CausalState(), []
+        for frames in chunks:
+            ctx = StepContext(state)
+            outs.append(run(x[:, :, frames], ctx))
+            state = ctx.result(frames.stop - frames.start)
+        return torch.cat(outs, dim=2)
 
     @torch.no_grad()
-    def encode_moments(self, video: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_moments(self, video: Tensor, *, tile: TileArg = None) -> tuple[Tensor, Tensor]:
         """Raw (mean, logvar) [B, z, 1 + (T-1)/4, H/8, W/8] of a clip [B, 3, T, H, W] in [-1, 1].
 
-        An image batch [B, 3, H, W] is taken as one-frame clips.
+        An image batch [B, 3, H, W] is taken as one-frame clips. `tile` (pixels: an int, a
+        (w, h) pair, or 'auto') runs the down path tile by tile; the result is the same.
         """
         video = checks.check_video(video, self.config, self.dtype)
-        state = CausalState()
-        means, logvars = [], []
-        for chunk in self._encode_chunks(video):
-            (mean, logvar), state = self.encode_step(chunk, state)
-            means.append(mean)
-            logvars.append(logvar)
-        return torch.cat(means, dim=2), torch.cat(logvars, dim=2)
+        b, _, t, h, w = video.shape
+        grid = self._grid(tile, h, w)
+        r, s = self.config.temporal_ratio, self.config.spatial_ratio
+        if grid is None:
+            step = self._chunk_frames(b * self.config.dim * h * w * video.element_size(), r)
+            state, means, logvars = CausalState(), [], []
+            for frames in frame_chunks(t, 1, step):
+                (mean, logvar), state = self.encode_step(video[:, :, frames], state)
+                means.append(mean)
+                logvars.append(logvar)
+            return torch.cat(means, dim=2), torch.cat(logvars, dim=2)
+        area = max(grid.rows) * max(grid.cols) * s * s
+        step = self._chunk_frames(b * self.config.dim * area * video.element_size(), r)
+        chunks = frame_chunks(t, 1, step)
+        fmap = tiling.tile_major(self.encoder.down, video, grid, s, chunks, self.config.latent_frames(t), (h // s, w // s))
+        # The same time chunks at latent rate, so a tiled stream gives these very numbers.
+        latent_chunks = frame_chunks(self.config.latent_frames(t), 1, step // r)
+        return self._moments(self._in_chunks(self.encoder.mid_head, fmap, latent_chunks))
 
     @torch.no_grad()
-    def encode(self, video: Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    def encode(
+        self, video: Tensor, *, sample: bool = False, generator: torch.Generator | None = None, tile: TileArg = None
+    ) -> Tensor:
         """Normalised latents [B, 16, 1 + (T-1)/4, H/8, W/8] of a clip [B, 3, T, H, W] in [-1, 1].
 
         The normalised mean, as the reference returns; with `sample=True` a normalised
         draw from the posterior, noise drawn latent frame by latent frame in time order so
         a stream with the same generator draws the same sample.
         """
-        mean, logvar = self.encode_moments(video)
+        mean, logvar = self.encode_moments(video, tile=tile)
         if sample:
             mean = sample_posterior(mean, logvar, generator)
         return self.normalize(mean)
 
     @torch.no_grad()
-    def decode(self, latents: Tensor, *, clamp: bool = True) -> Tensor:
+    def decode(self, latents: Tensor, *, clamp: bool = True, tile: TileArg = None) -> Tensor:
         """Pixels [B, 3, 1 + 4(t-1), 8h, 8w] from normalised latents [B, 16, t, h, w].
 
-        Clamped to [-1, 1] like the reference's decode, unless `clamp=False`.
+        Clamped to [-1, 1] like the reference's decode, unless `clamp=False`. `tile`
+        (output pixels) runs the up path tile by tile; the result is the same.
         """
         latents = checks.check_latents(latents, self.config, self.dtype)
         z = self.denormalize(latents)
         b, _, t, h, w = z.shape
-        s = self.config.spatial_ratio
-        per_latent = b * self.config.dim * self.config.temporal_ratio * (h * s) * (w * s) * z.element_size()
-        chunk = max(1, CHUNK_BYTES // max(per_latent, 1))
-        state = CausalState()
-        outs = []
-        for start in [0, *range(1, t, chunk)]:
-            stop = 1 if start == 0 else start + chunk
-            video, state = self.decode_step(z[:, :, start:stop], state)
-            outs.append(video.clamp_(-1.0, 1.0) if clamp else video)
-        return torch.cat(outs, dim=2)
+        s, r = self.config.spatial_ratio, self.config.temporal_ratio
+        grid = self._grid(tile, h * s, w * s)
+        if grid is None:
+            step = self._chunk_frames(b * self.config.dim * r * h * w * s * s * z.element_size(), 1)
+            state, outs = CausalState(), []
+            for frames in frame_chunks(t, 1, step):
+                video, state = self.decode_step(z[:, :, frames], state)
+                outs.append(video.clamp_(-1.0, 1.0) if clamp else video)
+            return torch.cat(outs, dim=2)
+        # Middle block over the whole latent map, then the up path tile by tile.
+        area = max(grid.rows) * max(grid.cols) * s * s
+        chunks = frame_chunks(t, 1, self._chunk_frames(b * self.config.dim * r * area * z.element_size(), 1))
+        fmap = self._in_chunks(self.decoder.mid, self.conv2(z), chunks)
+        out = tiling.tile_major(self.decoder.up, fmap, grid, 1, chunks, self.config.pixel_frames(t), (h * s, w * s))
+        return out.clamp_(-1.0, 1.0) if clamp else out
+
+
+def frame_chunks(frames: int, first: int, step: int) -> list[slice]:
+    """The stream's steps over a whole clip: `first` frames, then `step` at a time."""
+    chunks = [slice(0, min(first, frames))]
+    chunks += [slice(start, min(start + step, frames)) for start in range(first, frames, step)]
+    return chunks
 
 
 def sample_posterior(mean: Tensor, logvar: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -1,0 +1,114 @@
+"""Seams: what one spatial tile hands on to the tiles to its right and below.
+
+Exact tiling without halos. Tiles are visited in raster order, and every spatial layer
+works like a causal stream along H and W: it computes the outputs whose inputs it has
+seen, and hands the unconsumed tail of its input (the last rows/columns a later window
+still needs) to the neighbouring tile. So each output position is computed once, from the
+same numbers as in the untiled pass: no overlap, no blending, no seams, no recomputation.
+The price is a lag: a tile's output block is shifted up-left by the layers' reach, and
+the last tile in a row or column flushes the rest.
+
+Along an axis with a single tile nothing is handed on and the conv pads as usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+H_DIM, W_DIM = 3, 4  # [B, C, T, H, W]
+
+
+@dataclass(frozen=True)
+class TilePosition:
+    row: int
+    col: int
+    rows: int
+    cols: int
+    # Index of the time chunk: seams are handed on between tiles within the same chunk.
+    chunk: int = 0
+
+    def axes(self) -> tuple[tuple[int, int, int, int], ...]:
+        """(tensor dim, index along it, tiles along it, index along the other axis)."""
+        return ((H_DIM, self.row, self.rows, self.col), (W_DIM, self.col, self.cols, self.row))
+
+    def conv_padding(self, pad: int) -> tuple[int, int, int]:
+        """A conv's own (T, H, W) padding: only on axes that are not split into tiles."""
+        return (0, pad if self.rows == 1 else 0, pad if self.cols == 1 else 0)
+
+
+class Seams:
+    """The hand-over store of one tiled pass; keyed by layer, axis, chunk and lane."""
+
+    def __init__(self) -> None:
+        self._store: dict[tuple, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._store.values())
+
+    def extend(
+        self,
+        x: Tensor,
+        tile: TilePosition,
+        key: str,
+        kernel: int,
+        stride: int,
+        pad_lo: int,
+        pad_hi: int,
+        conv_pads: bool = True,
+    ) -> Tensor:
+        """`x` widened by what the previous tiles left over, ready for a valid window op.
+
+        Along each split axis: the left/upper neighbour's leftover (or `pad_lo` zeros at
+        the image edge) goes before `x`, and `pad_hi` zeros after it at the far edge. The
+        part of the result that this tile's windows do not consume is kept for the next
+        tile. Axes with a single tile are left for the conv's own padding when
+        `conv_pads`, else padded here.
+        """
+        for dim, index, count, lane in tile.axes():
+            if count == 1:
+                if not conv_pads and (pad_lo or pad_hi):
+                    x = _pad(x, dim, pad_lo, pad_hi)
+                continue
+            slot = (key, dim, tile.chunk, lane)
+            if index == 0:
+                lead = pad_lo
+                x = _pad(x, dim, lead, 0)
+            else:
+                x = torch.cat([self._store.pop(slot), x], dim=dim)
+            if index == count - 1:
+                x = _pad(x, dim, 0, pad_hi)
+            else:
+                n = x.shape[dim]
+                consumed = stride * max(0, (n - kernel) // stride + 1)
+                self._store[slot] = x.narrow(dim, consumed, n - consumed).clone()
+        return x
+
+    def delay(self, x: Tensor, tile: TilePosition, key: str, lag: int) -> Tensor:
+        """`x` shifted to line up with a branch that lags by `lag` positions (a skip path)."""
+        x = self.extend(x, tile, key, 2 * lag + 1, 1, lag, lag, conv_pads=True)
+        for dim, _, count, _ in tile.axes():
+            if count > 1:
+                x = x.narrow(dim, lag, x.shape[dim] - 2 * lag)
+        return x
+
+
+def _pad(x: Tensor, dim: int, lo: int, hi: int) -> Tensor:
+    if not lo and not hi:
+        return x
+    shape = list(x.shape)
+    parts = []
+    if lo:
+        shape[dim] = lo
+        parts.append(x.new_zeros(shape))
+    parts.append(x)
+    if hi:
+        shape[dim] = hi
+        parts.append(x.new_zeros(shape))
+    return torch.cat(parts, dim=dim)

@@ -1,0 +1,246 @@
+"""StreamEncoder and StreamDecoder: push frames in any split, get final latents (or pixels).
+
+A stream cuts what it is given into the same time chunks as the whole-clip `encode` and
+`decode` calls (the first frame alone, then fixed-size chunks), so any split of pushes
+gives exactly the numbers of one call on the whole clip. Memory holds at most one chunk
+of input plus the causal state, whatever the stream's length.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import checks, tiling
+from .causal import CausalState, StepContext
+from .model import WanVAE, sample_posterior
+from .tiling import TileArg
+
+FRAME_POLICIES = ("error", "trim", "pad")
+
+
+class _Chunker:
+    """Holds pushed frames until a whole chunk (`first`, then `step` frames) is there."""
+
+    def __init__(self, first: int, step: int) -> None:
+        self.first, self.step = first, step
+        self.pending: list[Tensor] = []
+        self.count = 0
+        self.started = False
+
+    def add(self, x: Tensor) -> None:
+        if x.shape[2]:
+            self.pending.append(x)
+            self.count += x.shape[2]
+
+    def take(self, n: int) -> Tensor:
+        buf = torch.cat(self.pending, dim=2) if len(self.pending) > 1 else self.pending[0]
+        head, rest = buf[:, :, :n], buf[:, :, n:]
+        self.pending = [rest] if rest.shape[2] else []
+        self.count -= n
+        self.started = True
+        return head
+
+    def drop_last(self, n: int) -> None:
+        buf = torch.cat(self.pending, dim=2)
+        keep = buf[:, :, : buf.shape[2] - n]
+        self.pending = [keep] if keep.shape[2] else []
+        self.count -= n
+
+    def ready(self) -> list[Tensor]:
+        out = []
+        while self.count >= (self.step if self.started else self.first):
+            out.append(self.take(self.step if self.started else self.first))
+        return out
+
+
+class StreamEncoder:
+    """Encode a video pushed in pieces; latents come out as soon as they are final.
+
+    push(frames [B, 3, n, H, W]) returns the normalised latents [B, 16, k, H/8, W/8] that
+    became final (k may be 0); flush() ends the stream and returns the rest. The total
+    frame count must be 1 + 4k, or `frame_policy` says what to do with the remainder:
+    'trim' drops it, 'pad' repeats the last frame; `trimmed` / `padded` say how many.
+    """
+
+    def __init__(
+        self,
+        vae: WanVAE,
+        tile: TileArg = None,
+        frame_policy: str = "error",
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if frame_policy not in FRAME_POLICIES:
+            raise ValueError(f"frame_policy must be one of {FRAME_POLICIES}, got {frame_policy!r}")
+        self.vae, self.tile, self.frame_policy = vae, tile, frame_policy
+        self.sample, self.generator = sample, generator
+        self.frames_in = 0
+        self.latents_out = 0
+        self.trimmed = 0
+        self.padded = 0
+        self.closed = False
+        self._shape: tuple[int, int, int] | None = None
+        self._chunker: _Chunker | None = None
+        self._state = CausalState()  # untiled: the whole encoder; tiled: middle and head
+        self._tiles: tiling.TiledStep | None = None
+        self._last: Tensor | None = None
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of causal state the stream holds (all tiles together)."""
+        return self._state.nbytes + (self._tiles.nbytes if self._tiles else 0)
+
+    def _setup(self, x: Tensor) -> None:
+        b, _, _, h, w = x.shape
+        self._shape = (b, h, w)
+        vae, r = self.vae, self.vae.config.temporal_ratio
+        grid = vae._grid(self.tile, h, w)
+        if grid is None:
+            area = h * w
+        else:
+            self._tiles = tiling.TiledStep(grid)
+            area = max(grid.rows) * max(grid.cols) * vae.config.spatial_ratio**2
+        step = vae._chunk_frames(b * vae.config.dim * area * x.element_size(), r)
+        self._chunker = _Chunker(1, step)
+
+    @torch.no_grad()
+    def push(self, frames: Tensor) -> Tensor:
+        if self.closed:
+            raise ValueError("push() after flush(): this stream has ended; start a new StreamEncoder")
+        x = checks.check_video(frames, self.vae.config, self.vae.dtype, whole_clip=False)
+        if self._shape is None:
+            self._setup(x)
+        elif (x.shape[0], *x.shape[3:]) != self._shape:
+            b, h, w = self._shape
+            raise ValueError(f"pushed frames are [B={x.shape[0]}, H={x.shape[3]}, W={x.shape[4]}], but the stream started with [B={b}, H={h}, W={w}]")
+        self.frames_in += x.shape[2]
+        self._last = x[:, :, -1:]
+        self._chunker.add(x)
+        return self._run(self._chunker.ready(), x)
+
+    @torch.no_grad()
+    def flush(self) -> Tensor:
+        """End the stream: encode what is left, applying the frame policy."""
+        if self.closed:
+            raise ValueError("flush() called twice: this stream has ended")
+        if self._chunker is None:
+            raise ValueError("flush() before any frames were pushed")
+        r = self.vae.config.temporal_ratio
+        extra = (self.frames_in - 1) % r
+        if extra:
+            if self.frame_policy == "error":
+                raise ValueError(checks.frame_count_error(self.frames_in, r) + " (or use frame_policy='trim' or 'pad')")
+            if self.frame_policy == "trim":
+                self._chunker.drop_last(extra)
+                self.trimmed = extra
+            else:
+                self.padded = r - extra
+                self._chunker.add(self._last.expand(-1, -1, self.padded, -1, -1))
+        self.closed = True
+        chunks = self._chunker.ready()
+        if self._chunker.count:
+            chunks.append(self._chunker.take(self._chunker.count))
+        return self._run(chunks, self._last)
+
+    def _run(self, chunks: list[Tensor], like: Tensor) -> Tensor:
+        vae = self.vae
+        outs = []
+        for chunk in chunks:
+            n = chunk.shape[2]
+            if self._tiles is None:
+                (mean, logvar), self._state = vae.encode_step(chunk, self._state)
+            else:
+                s = vae.config.spatial_ratio
+                fmap = self._tiles(vae.encoder.down, chunk, s, (chunk.shape[3] // s, chunk.shape[4] // s))
+                ctx = StepContext(self._state)
+                mean, logvar = vae._moments(vae.encoder.mid_head(fmap, ctx))
+                self._state = ctx.result(n)
+            if self.sample:
+                mean = sample_posterior(mean, logvar, self.generator)
+            outs.append(vae.normalize(mean))
+        if not outs:
+            b, h, w = self._shape
+            s = vae.config.spatial_ratio
+            return like.new_empty(b, vae.config.z_dim, 0, h // s, w // s)
+        out = torch.cat(outs, dim=2)
+        self.latents_out += out.shape[2]
+        return out
+
+
+class StreamDecoder:
+    """Decode latents pushed in pieces: push(latents [B, 16, n, h, w]) -> pixels that became final.
+
+    The first latent frame gives one pixel frame, every later one four. flush() decodes
+    what is still held back (pushes are cut into the whole-clip decode's chunks).
+    """
+
+    def __init__(self, vae: WanVAE, tile: TileArg = None, *, clamp: bool = True) -> None:
+        self.vae, self.tile, self.clamp = vae, tile, clamp
+        self.latents_in = 0
+        self.frames_out = 0
+        self.closed = False
+        self._shape: tuple[int, int, int] | None = None
+        self._chunker: _Chunker | None = None
+        self._state = CausalState()  # untiled: the whole decoder; tiled: conv1 and middle
+        self._tiles: tiling.TiledStep | None = None
+
+    @property
+    def state_nbytes(self) -> int:
+        return self._state.nbytes + (self._tiles.nbytes if self._tiles else 0)
+
+    def _setup(self, z: Tensor) -> None:
+        vae = self.vae
+        b, _, _, h, w = z.shape
+        self._shape = (b, h, w)
+        s, r = vae.config.spatial_ratio, vae.config.temporal_ratio
+        grid = vae._grid(self.tile, h * s, w * s)
+        if grid is None:
+            area = h * w * s * s
+        else:
+            self._tiles = tiling.TiledStep(grid)
+            area = max(grid.rows) * max(grid.cols) * s * s
+        self._chunker = _Chunker(1, vae._chunk_frames(b * vae.config.dim * r * area * z.element_size(), 1))
+
+    @torch.no_grad()
+    def push(self, latents: Tensor) -> Tensor:
+        if self.closed:
+            raise ValueError("push() after flush(): this stream has ended; start a new StreamDecoder")
+        z = checks.check_latents(latents, self.vae.config, self.vae.dtype)
+        if self._shape is None:
+            self._setup(z)
+        elif (z.shape[0], *z.shape[3:]) != self._shape:
+            raise ValueError(f"pushed latents are {tuple(z.shape)}, but the stream started with [B, h, w] = {list(self._shape)}")
+        self.latents_in += z.shape[2]
+        self._chunker.add(self.vae.denormalize(z))
+        return self._run(self._chunker.ready())
+
+    @torch.no_grad()
+    def flush(self) -> Tensor:
+        if self.closed:
+            raise ValueError("flush() called twice: this stream has ended")
+        self.closed = True
+        if self._chunker is None or not self._chunker.count:
+            return self._run([])
+        return self._run([self._chunker.take(self._chunker.count)])
+
+    def _run(self, chunks: list[Tensor]) -> Tensor:
+        vae = self.vae
+        s = vae.config.spatial_ratio
+        outs = []
+        for z in chunks:
+            if self._tiles is None:
+                video, self._state = vae.decode_step(z, self._state)
+            else:
+                ctx = StepContext(self._state)
+                fmap = vae.decoder.mid(vae.conv2(z), ctx)
+                self._state = ctx.result(z.shape[2])
+                video = self._tiles(vae.decoder.up, fmap, 1, (z.shape[3] * s, z.shape[4] * s))
+            outs.append(video.clamp_(-1.0, 1.0) if self.clamp else video)
+        if not outs:
+            b, h, w = self._shape or (1, 0, 0)
+            return torch.empty(b, 3, 0, h * s, w * s, dtype=vae.dtype, device=vae.device)
+        out = torch.cat(outs, dim=2)
+        self.frames_out += out.shape[2]
+        return out
