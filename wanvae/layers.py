@@ -15,6 +15,27 @@ from torch import Tensor, nn
 from .causal import StepContext, prepend_history, roll_history
 
 
+_MKLDNN_CONV = getattr(torch, "mkldnn_convolution", None)
+
+
+def conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1), padding=(0, 0, 0)) -> Tensor:
+    """F.conv3d, sent straight to oneDNN for float32 CPU inference.
+
+    PyTorch's own dispatch sends convs with a small B*C*T*H (few channels: the RGB input
+    conv, narrow configs, thin tiles) to its naive `slow_conv3d`, 5-15x slower here.
+    """
+    if (
+        _MKLDNN_CONV is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+    ):
+        return _MKLDNN_CONV(x.contiguous(), weight, bias, padding, stride, (1, 1, 1), 1)
+    return F.conv3d(x, weight, bias, stride=stride, padding=padding)
+
+
 class StatefulLayer(nn.Module):
     """A layer that keeps look-back frames or tile seams, under `state_key`: its module path."""
 
@@ -46,7 +67,7 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
             # the first frame of a stream (and every image) is a 2D conv at a third the cost.
             y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, padding=padding[1:])
             return y.unsqueeze(2)
-        return F.conv3d(prepend_history(x, history, self.lookback), self.weight, self.bias, padding=padding)
+        return conv3d(prepend_history(x, history, self.lookback), self.weight, self.bias, padding=padding)
 
 
 class RMSNorm(nn.Module):
@@ -63,9 +84,11 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # Reduced precision normalises in fp32, as the reference does, to keep the norm exact.
-        low = x.dtype in (torch.float16, torch.bfloat16)
-        y = F.normalize(x.float() if low else x, dim=1).to(x.dtype)
-        return y * self.scale * self.gamma
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        # F.normalize's x / max(|x|, 1e-12), as one rsqrt of the channel sum of squares:
+        # several times faster than its strided vector_norm, equal to ~1e-7 relative.
+        inv = (xf * xf).sum(1, keepdim=True).clamp_min_(1e-24).rsqrt_().mul_(self.scale)
+        return (xf * inv).to(x.dtype) * self.gamma
 
 
 class ResidualBlock(StatefulLayer):
@@ -125,7 +148,7 @@ def _conv_frames(conv: nn.Conv2d, x: Tensor, padding: tuple[int, int, int]) -> T
 
     The same weights as a (1, k, k) Conv3d: no transposes or copies of the activation.
     """
-    return F.conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)
+    return conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)
 
 
 class Upsample2x(nn.Module):
@@ -194,7 +217,10 @@ class Resample(StatefulLayer):
         history = ctx.history(key)
         ctx.keep(key, x[:, :, -1:].clone())
         if history is not None:
-            return self.time_conv(torch.cat([history, x], dim=2))
+            return self._time_conv(torch.cat([history, x], dim=2))
         if x.shape[2] < 3:
             return x[:, :, :1]
-        return torch.cat([x[:, :, :1], self.time_conv(x)], dim=2)
+        return torch.cat([x[:, :, :1], self._time_conv(x)], dim=2)
+
+    def _time_conv(self, x: Tensor) -> Tensor:
+        return conv3d(x, self.time_conv.weight, self.time_conv.bias, stride=self.time_conv.stride)

@@ -61,6 +61,10 @@ class StreamEncoder:
     became final (k may be 0); flush() ends the stream and returns the rest. The total
     frame count must be 1 + 4k, or `frame_policy` says what to do with the remainder:
     'trim' drops it, 'pad' repeats the last frame; `trimmed` / `padded` say how many.
+
+    `chunk` is the frames per encoder step after the first (a multiple of 4): smaller
+    means latents sooner and less memory. By default it is what `encode` uses for this
+    frame size, and then the stream's latents equal `encode`'s bit for bit.
     """
 
     def __init__(
@@ -71,7 +75,12 @@ class StreamEncoder:
         *,
         sample: bool = False,
         generator: torch.Generator | None = None,
+        chunk: int | None = None,
     ) -> None:
+        r = vae.config.temporal_ratio
+        if chunk is not None and (chunk < r or chunk % r):
+            raise ValueError(f"chunk must be a positive multiple of {r} frames, got {chunk}")
+        self.chunk = chunk
         if frame_policy not in FRAME_POLICIES:
             raise ValueError(f"frame_policy must be one of {FRAME_POLICIES}, got {frame_policy!r}")
         self.vae, self.tile, self.frame_policy = vae, tile, frame_policy
@@ -102,7 +111,7 @@ class StreamEncoder:
         else:
             self._tiles = tiling.TiledStep(grid)
             area = max(grid.rows) * max(grid.cols) * vae.config.spatial_ratio**2
-        step = vae._chunk_frames(b * vae.config.dim * area * x.element_size(), r)
+        step = self.chunk or vae._chunk_frames(b * vae.config.dim * area * x.element_size(), r)
         self._chunker = _Chunker(1, step)
 
     @torch.no_grad()

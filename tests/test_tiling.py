@@ -1,0 +1,91 @@
+"""Exact tiling: tiled equals untiled, at every level, for any tile size and frame size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wanvae import tiling
+from wanvae.seams import Seams, TilePosition
+from conftest import TINY, random_vae, random_video
+
+
+@pytest.fixture(scope="module")
+def vae64():
+    return random_vae(TINY, seed=50).double()
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "tile"),
+    [
+        (272, 264, 128),  # 2 x 2 tiles, sizes not multiples of the tile
+        (400, 392, 128),  # 3 x 3: interior tiles with seams on all four sides
+        (136, 392, (128, 512)),  # split along W only
+        (392, 136, (512, 128)),  # split along H only
+    ],
+)
+def test_tiled_encode_equals_untiled(vae64, height, width, tile):
+    x = random_video(1, 5, height, width, seed=51).double()
+    grid = tiling.plan(height, width, tile if isinstance(tile, tuple) else (tile, tile), 8)
+    assert len(grid) > 1
+    ref = vae64.encode(x)
+    torch.testing.assert_close(vae64.encode(x, tile=tile), ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("h", "w", "tile"), [(34, 33, 128), (50, 49, 128), (17, 49, (128, 256))])
+def test_tiled_decode_equals_untiled(vae64, h, w, tile):
+    z = torch.randn(1, 16, 2, h, w, generator=torch.Generator().manual_seed(52), dtype=torch.float64)
+    ref = vae64.decode(z, clamp=False)
+    torch.testing.assert_close(vae64.decode(z, clamp=False, tile=tile), ref, atol=1e-12, rtol=0)
+
+
+def test_tiled_float32_within_1e_5(tiny_vae):
+    x = random_video(1, 9, 272, 264, seed=53)
+    assert (tiny_vae.encode(x, tile=128) - tiny_vae.encode(x)).abs().max() < 1e-5
+    z = torch.randn(1, 16, 3, 34, 33, generator=torch.Generator().manual_seed(54))
+    assert (tiny_vae.decode(z, tile=128, clamp=False) - tiny_vae.decode(z, clamp=False)).abs().max() < 1e-5
+
+
+def test_split_axis_keeps_tiles_big_enough():
+    assert tiling.split_axis(90, 32, 16) == (30, 30, 30)
+    assert tiling.split_axis(33, 16, 16) == (17, 16)
+    assert tiling.split_axis(20, 16, 16) == (20,)  # two tiles would be under the minimum
+    assert sum(tiling.split_axis(135, 32, 16)) == 135
+
+
+def test_tile_argument_forms(tiny_vae):
+    assert tiling.parse_tile(None, 720, 1280, 1.0) is None
+    assert tiling.parse_tile(256, 720, 1280, 1.0) == (256, 256)
+    assert tiling.parse_tile((320, 192), 720, 1280, 1.0) == (320, 192)
+    with pytest.raises(ValueError, match="tile must be an int, a \\(w, h\\) pair, 'auto' or None"):
+        tiling.parse_tile("big", 720, 1280, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        tiling.parse_tile(0, 720, 1280, 1.0)
+    # 'auto' tiles only when the frame's working set would not fit in a quarter of free memory.
+    assert tiling.parse_tile("auto", 64, 64, 1.0) is None
+    assert tiling.parse_tile("auto", 8192, 8192, 1e6) == (128, 128)
+
+
+def test_seams_hand_over_exactly_what_the_next_window_needs():
+    seams = Seams()
+    x = torch.arange(10.0).view(1, 1, 1, 1, 10)
+    left = TilePosition(0, 0, 1, 2)
+    e = seams.extend(x, left, "k", kernel=3, stride=1, pad_lo=1, pad_hi=1)
+    assert e.flatten().tolist() == [0.0, *range(10)]  # one zero of padding at the image edge
+    right = TilePosition(0, 1, 1, 2)
+    e2 = seams.extend(x + 10, right, "k", kernel=3, stride=1, pad_lo=1, pad_hi=1)
+    assert e2.flatten().tolist() == [8.0, 9.0, *range(10, 20), 0.0]  # two handed over, edge zero
+    assert len(seams) == 0
+    # Stride 2 (the down-sampler): the leftover starts at the next window's start.
+    e = seams.extend(x, left, "d", kernel=3, stride=2, pad_lo=0, pad_hi=1, conv_pads=False)
+    assert e.shape[-1] == 10
+    e2 = seams.extend(x + 10, right, "d", kernel=3, stride=2, pad_lo=0, pad_hi=1, conv_pads=False)
+    assert e2.flatten().tolist()[:3] == [8.0, 9.0, 10.0]
+
+
+def test_attention_in_the_down_path_refuses_tiling():
+    from wanvae import VAEConfig
+
+    vae = random_vae(VAEConfig(dim=4, attn_scales=(0.5,)), seed=55)
+    with pytest.raises(ValueError, match="attn_scales must be empty"):
+        vae.encode(random_video(1, 1, 272, 272), tile=128)
