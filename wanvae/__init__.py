@@ -7,5 +7,13 @@ from .config import VAEConfig, preset  # noqa: E402
 from .model import WanVAE  # noqa: E402
 from .stream import StreamDecoder, StreamEncoder  # noqa: E402
 from .weights import CheckpointError, load, save  # noqa: E402
+from .latents import load_latents, save_latents  # noqa: E402
+from .pipeline import decode_file, encode_file  # noqa: E402
 
-__all__ = ["CausalState", "CheckpointError", "StreamDecoder", "StreamEncoder", "VAEConfig", "WanVAE", "load", "preset", "save", "__version__"]
+__all__ = [
+    "decode_file",
+    "encode_file",
+    "load_latents",
+    "save_latents",
+    "CausalState",
+    "CheckpointError", "StreamDecoder", "StreamEncoder", "VAEConfig", "WanVAE", "load", "preset", "save", "__version__"]

@@ -11,8 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from .atomic import atomic_dir, atomic_path
 from .config import VAEConfig
 from .model import WanVAE
 
@@ -283,12 +282,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: tor
 
 
 # ---- writing ---------------------------------------------------------------------------------
-def _atomic_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save(vae: WanVAE, path: str | os.PathLike, format: str = "original") -> Path:
     """Write `vae`'s weights atomically.
 
@@ -309,16 +302,11 @@ def save(vae: WanVAE, path: str | os.PathLike, format: str = "original") -> Path
         raise ValueError(f"unknown checkpoint format {format!r}; valid: 'original', 'diffusers'")
     if path.suffix not in (".safetensors", ".pth", ".pt"):
         raise ValueError(f"{path}: checkpoint suffix must be .safetensors, .pth or .pt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             save_file(state, str(tmp), metadata=metadata)
         else:
             torch.save(state, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -342,22 +330,9 @@ def _save_diffusers(state: Mapping[str, Tensor], cfg: VAEConfig, path: Path) -> 
     from safetensors.torch import save_file
 
     renamed = {original_to_diffusers(k, cfg): v for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         save_file(renamed, str(tmp / DIFFUSERS_WEIGHTS), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(diffusers_config(cfg), indent=2) + "\n")
-        if path.exists():
-            # Replace a previous export as a whole: move it aside first so no mix is ever seen.
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

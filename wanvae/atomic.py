@@ -1,0 +1,70 @@
+"""Atomic writes: a file appears whole under its name, or not at all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class AtomicFile:
+    """A temporary file beside `path`; `commit()` renames it into place, `discard()` drops it.
+
+    The temporary keeps the suffix, so writers that pick a format by extension (PyAV,
+    torch.save) behave as for the real name. A crash leaves at most a hidden
+    `.NAME.*.tmp.SUFFIX` file beside the target, never a partial target.
+    """
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path}: already exists (pass --overwrite to replace it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        # mkstemp makes the file private (0600); the result should get the usual umask mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
+
+    def commit(self) -> Path:
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    f = AtomicFile(path, overwrite)
+    try:
+        yield f.tmp
+        f.commit()
+    finally:
+        f.discard()
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Like `atomic_path` for a folder: build it aside, then swap it in whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "replaced")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

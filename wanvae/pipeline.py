@@ -1,0 +1,159 @@
+"""Files in, files out: the library calls behind `wanvae encode`, `decode` and `roundtrip`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import __version__, video
+from .latents import load_latents, save_latents
+from .model import WanVAE
+from .stream import StreamDecoder, StreamEncoder
+from .tiling import TileArg
+
+Progress = Callable[[int, int], None]  # (frames done, latent frames done)
+
+# Frames handed to the stream per push: small, so a long video never sits in memory.
+PUSH_FRAMES = 4
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def plan_encode(
+    path: str | os.PathLike,
+    vae: WanVAE,
+    *,
+    size: tuple[int, int] | None = None,
+    resize: str = "crop",
+    max_area: int | None = None,
+    start: float = 0.0,
+    fps: float | None = None,
+    frames: int | None = None,
+    frame_policy: str = "error",
+    info: video.VideoInfo | None = None,
+) -> tuple[video.VideoInfo, video.FramePlan, tuple[int, int]]:
+    """Everything about a file's encode that can fail before any decoding: probe, frames, size."""
+    if resize not in video.RESIZE_MODES:
+        raise video.MediaError(f"--resize must be one of {', '.join(video.RESIZE_MODES)}, got {resize!r}")
+    info = info or video.probe(path)
+    plan = video.plan_frames(info, start, fps, frames, frame_policy, vae.config.temporal_ratio)
+    out_size = video.target_size(info.width, info.height, size, max_area, vae.config.spatial_ratio)
+    return info, plan, out_size
+
+
+def encode_file(
+    path: str | os.PathLike,
+    vae: WanVAE,
+    *,
+    size: tuple[int, int] | None = None,
+    resize: str = "crop",
+    max_area: int | None = None,
+    start: float = 0.0,
+    fps: float | None = None,
+    frames: int | None = None,
+    frame_policy: str = "error",
+    tile: TileArg = None,
+    sample: bool = False,
+    seed: int | None = None,
+    checkpoint_sha256: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[Tensor, dict[str, str]]:
+    """Encode a video or image file: latents [1, 16, t, h, w] and the metadata to store with them.
+
+    Frames stream from the decoder through `StreamEncoder`, a few at a time; the frame
+    count is settled (and a bad one refused) before any decoding starts.
+    """
+    info, plan, out_size = plan_encode(
+        path, vae, size=size, resize=resize, max_area=max_area, start=start, fps=fps, frames=frames, frame_policy=frame_policy
+    )
+    generator = None
+    if sample:
+        generator = torch.Generator(device=vae.device)
+        generator.manual_seed(0 if seed is None else seed)
+    stream = StreamEncoder(vae, tile=tile, sample=sample, generator=generator)
+    outs, batch, done = [], [], 0
+    for frame in video.read_frames(info, plan, out_size, resize):
+        batch.append(frame)
+        if len(batch) == PUSH_FRAMES:
+            outs.append(stream.push(torch.stack(batch, dim=1)[None].to(vae.device)))
+            done += len(batch)
+            batch = []
+            if progress:
+                progress(done, stream.latents_out)
+    if batch:
+        outs.append(stream.push(torch.stack(batch, dim=1)[None].to(vae.device)))
+        done += len(batch)
+    outs.append(stream.flush())
+    latents = torch.cat(outs, dim=2).float().cpu()
+    if progress:
+        progress(done, stream.latents_out)
+    meta = {
+        "wanvae_version": __version__,
+        "source": Path(path).name,
+        "source_sha256": sha256_file(path),
+        "start": f"{plan.start:g}",
+        "frames": str(plan.count),
+        "fps": f"{plan.fps:.6g}",
+        "source_size": f"{info.width}x{info.height}",
+        "size": f"{out_size[0]}x{out_size[1]}",
+        "resize": resize if (info.width, info.height) != out_size else "none",
+        "frame_policy": frame_policy,
+        "trimmed": str(plan.trimmed),
+        "padded": str(plan.padded),
+        "checkpoint_sha256": checkpoint_sha256 or "",
+        "dtype": str(vae.dtype).removeprefix("torch."),
+        "sampled": json.dumps(sample),
+        "seed": "" if not sample else str(0 if seed is None else seed),
+        "latent_shape": json.dumps(list(latents.shape[1:])),
+    }
+    return latents, meta
+
+
+def decode_latents_to_file(
+    latents: Tensor,
+    vae: WanVAE,
+    out: str | os.PathLike,
+    *,
+    fps: float = 16.0,
+    tile: TileArg = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Decode [1, 16, t, h, w] latents into an mp4 (or a PNG for one frame), streaming."""
+    if latents.dim() != 5 or latents.shape[0] != 1:
+        raise ValueError(f"decode one clip at a time: latents must be [1, 16, t, h, w], got {tuple(latents.shape)}")
+    stream = StreamDecoder(vae, tile=tile)
+    with video.VideoWriter(out, fps, overwrite=overwrite) as writer:
+        for i in range(latents.shape[2]):
+            frames = stream.push(latents[:, :, i : i + 1].to(vae.device, vae.dtype))
+            for f in frames[0].unbind(1):
+                writer.write(f.float().cpu())
+            if progress:
+                progress(writer.frames, i + 1)
+        for f in stream.flush()[0].unbind(1):
+            writer.write(f.float().cpu())
+    return Path(out)
+
+
+def decode_file(path: str | os.PathLike, vae: WanVAE, out: str | os.PathLike, *, fps: float | None = None, **kw: Any) -> Path:
+    """Decode a latents file; the frame rate defaults to the one recorded at encode time."""
+    latents, meta = load_latents(path)
+    if fps is None:
+        fps = float(meta.get("fps") or 16.0)
+    return decode_latents_to_file(latents, vae, out, fps=fps, **kw)
+
+
+__all__ = ["decode_file", "decode_latents_to_file", "encode_file", "load_latents", "plan_encode", "save_latents"]
