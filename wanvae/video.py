@@ -81,7 +81,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise MediaError(f"{path}: not a video or image file FFmpeg can read ({_reason(e)})") from None
+        raise MediaError(f"{path}: not a readable video or image (corrupt, truncated or another kind of file; FFmpeg: {_reason(e)})") from None
     with container:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
@@ -109,8 +109,21 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             fps = float(rate) if rate and abs(float(rate) - measured) / measured < 0.01 else measured
         else:
             fps = float(rate) if rate else 16.0
+        _check_complete(path, container, stream, pts, time_base, fps)
         is_image = path.suffix.lower() in IMAGE_SUFFIXES or container.format.name in ("image2", "png_pipe", "jpeg_pipe", "webp_pipe")
         return VideoInfo(str(path), width, height, tuple(pts), time_base, fps, is_image, stream.codec_context.name)
+
+
+def _check_complete(path: Path, container, stream, pts: list[int], time_base: Fraction, fps: float) -> None:
+    """A truncated file demuxes as a shorter video: compare with what the container declares."""
+    declared = stream.frames or 0
+    if declared > len(pts):
+        raise MediaError(f"{path}: truncated or corrupt: the container lists {declared} frames but only {len(pts)} can be read")
+    if container.duration and len(container.streams) == 1 and len(pts) > 1:
+        declared_s = container.duration / 1_000_000
+        found_s = float((pts[-1] - pts[0]) * time_base) + 1.0 / fps
+        if declared_s > found_s + max(0.5, 0.05 * declared_s):
+            raise MediaError(f"{path}: truncated or corrupt: the container lasts {declared_s:.2f}s but its frames end at {found_s:.2f}s")
 
 
 def _reason(e: Exception) -> str:
