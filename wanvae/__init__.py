@@ -9,9 +9,11 @@ from .stream import StreamDecoder, StreamEncoder  # noqa: E402
 from .weights import CheckpointError, load, save  # noqa: E402
 from .latents import load_latents, save_latents  # noqa: E402
 from .pipeline import decode_file, encode_file  # noqa: E402
+from .demo import demo_model  # noqa: E402
 
 __all__ = [
     "decode_file",
+    "demo_model",
     "encode_file",
     "load_latents",
     "save_latents",

@@ -87,7 +87,7 @@ class RMSNorm(nn.Module):
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         # F.normalize's x / max(|x|, 1e-12), as one rsqrt of the channel sum of squares:
         # several times faster than its strided vector_norm, equal to ~1e-7 relative.
-        inv = (xf * xf).sum(1, keepdim=True).clamp_min_(1e-24).rsqrt_().mul_(self.scale)
+        inv = (xf * xf).sum(1, keepdim=True).clamp_min(1e-24).rsqrt() * self.scale
         return (xf * inv).to(x.dtype) * self.gamma
 
 

@@ -100,26 +100,66 @@ def encode_file(
     latents = torch.cat(outs, dim=2).float().cpu()
     if progress:
         progress(done, stream.latents_out)
-    meta = {
+    meta = clip_metadata(
+        source=Path(path).name,
+        source_sha256=sha256_file(path),
+        start=plan.start,
+        frames=plan.count,
+        fps=plan.fps,
+        source_size=(info.width, info.height),
+        size=out_size,
+        resize=resize,
+        frame_policy=frame_policy,
+        trimmed=plan.trimmed,
+        padded=plan.padded,
+        checkpoint_sha256=checkpoint_sha256,
+        dtype=vae.dtype,
+        sample=sample,
+        seed=seed,
+        latent_shape=latents.shape[1:],
+    )
+    return latents, meta
+
+
+def clip_metadata(
+    *,
+    source: str,
+    source_sha256: str,
+    start: float,
+    frames: int,
+    fps: float,
+    source_size: tuple[int, int],
+    size: tuple[int, int],
+    resize: str,
+    frame_policy: str,
+    trimmed: int,
+    padded: int,
+    checkpoint_sha256: str | None,
+    dtype: torch.dtype,
+    sample: bool,
+    seed: int | None,
+    latent_shape,
+) -> dict[str, str]:
+    """The string metadata stored with every latents file (by `encode` and `cache` alike)."""
+    return {
         "wanvae_version": __version__,
-        "source": Path(path).name,
-        "source_sha256": sha256_file(path),
-        "start": f"{plan.start:g}",
-        "frames": str(plan.count),
-        "fps": f"{plan.fps:.6g}",
-        "source_size": f"{info.width}x{info.height}",
-        "size": f"{out_size[0]}x{out_size[1]}",
-        "resize": resize if (info.width, info.height) != out_size else "none",
+        "source": source,
+        "source_sha256": source_sha256,
+        "start": f"{start:g}",
+        "frames": str(frames),
+        "fps": f"{fps:.6g}",
+        "source_size": f"{source_size[0]}x{source_size[1]}",
+        "size": f"{size[0]}x{size[1]}",
+        "resize": resize if tuple(source_size) != tuple(size) else "none",
         "frame_policy": frame_policy,
-        "trimmed": str(plan.trimmed),
-        "padded": str(plan.padded),
+        "trimmed": str(trimmed),
+        "padded": str(padded),
         "checkpoint_sha256": checkpoint_sha256 or "",
-        "dtype": str(vae.dtype).removeprefix("torch."),
+        "dtype": str(dtype).removeprefix("torch."),
         "sampled": json.dumps(sample),
         "seed": "" if not sample else str(0 if seed is None else seed),
-        "latent_shape": json.dumps(list(latents.shape[1:])),
+        "latent_shape": json.dumps(list(latent_shape)),
     }
-    return latents, meta
 
 
 def decode_latents_to_file(

@@ -1,0 +1,51 @@
+"""Write the demo model's training and held-out photos from scikit-image's bundled data.
+
+Only images whose scikit-image docs say CC0 or public domain are used. Held out:
+chelsea (CC0, Stefan van der Walt) and coffee (CC0, Rachel Michetti). The demo ships a
+copy of chelsea as its held-out clip source.
+
+    pip install scikit-image && python tools/demo_data.py /tmp/demo-data
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+
+TRAIN = ["astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "brick", "gravel", "grass", "cell"]
+HELD_OUT = ["chelsea", "coffee"]
+
+
+def write_png(path: Path, img: np.ndarray) -> None:
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    img = img[..., :3]
+    if img.dtype != np.uint8:
+        img = (255 * (img - img.min()) / max(1e-9, float(img.max() - img.min()))).astype(np.uint8)
+    h, w = img.shape[:2]
+    container = av.open(str(path), "w", format="image2")
+    stream = container.add_stream("png", rate=1)
+    stream.width, stream.height, stream.pix_fmt = w, h, "rgb24"
+    for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+        container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+def main(out: str) -> None:
+    import skimage.data as data
+
+    for split, names in (("train", TRAIN), ("val", HELD_OUT)):
+        folder = Path(out) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            write_png(folder / f"{name}.png", getattr(data, name)())
+            print(folder / f"{name}.png")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "demo-data")

@@ -1,0 +1,204 @@
+"""Which clips a dataset gives: sources from a folder or a manifest, clips per source, names.
+
+Everything here is deterministic: the same sources and options give the same clips with
+the same output names, which is what lets a rerun recognise finished work.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .. import video
+from ..clips import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+MODES = ("head", "uniform", "slide", "full")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file and what its manifest row says about it (None: use the run's option)."""
+
+    path: str
+    rel: str  # stable name: relative to the folder, or as written in the manifest
+    start: float | None = None
+    frames: int | None = None
+    fps: float | None = None
+    size: tuple[int, int] | None = None
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    frames: int | None = 81
+    mode: str = "head"
+    clips: int = 1
+    stride: int | None = None
+    fps: float | None = None
+    size: tuple[int, int] | None = None
+    buckets: tuple[tuple[int, int], ...] = ()
+    resize: str = "crop"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.frames is not None and (self.frames < 1 or (self.frames - 1) % 4):
+            raise ValueError(f"--frames must be 1 + 4k (e.g. 17, 49, 81), got {self.frames}")
+        if self.mode == "slide" and not self.stride:
+            raise ValueError("--mode slide needs --stride S (frames between clip starts)")
+        if self.stride is not None and self.stride < 1:
+            raise ValueError(f"--stride must be at least 1, got {self.stride}")
+        if self.clips < 1:
+            raise ValueError(f"--clips must be at least 1, got {self.clips}")
+        if self.size and self.buckets:
+            raise ValueError("give --size or --buckets, not both")
+        for w, h in (*self.buckets, *([self.size] if self.size else [])):
+            if w % 8 or h % 8 or w <= 0 or h <= 0:
+                raise ValueError(f"size {w}x{h}: width and height must be positive multiples of 8")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One clip to encode."""
+
+    source: str  # path to read
+    rel: str  # the source's stable name
+    start_index: int  # first frame, counted in the (resampled) frame plan
+    start: float  # the same in seconds
+    frames: int
+    fps: float | None  # resampling rate, None for the source's own
+    size: tuple[int, int]
+    caption: str = ""
+    indices: tuple[int, ...] = field(default=(), compare=False, repr=False)  # source frames
+
+    @property
+    def output_name(self) -> str:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.rel).stem)[:60] or "clip"
+        digest = hashlib.sha1(self.rel.encode()).hexdigest()[:8]
+        rate = f"-{self.fps:g}fps" if self.fps else ""
+        return f"{stem}-{digest}-f{self.start_index:06d}-n{self.frames}-{self.size[0]}x{self.size[1]}{rate}.safetensors"
+
+    def key(self, checkpoint_sha256: str, dtype: str, resize: str, source_stamp: str) -> str:
+        """Everything the output depends on; a rerun redoes a clip whose key changed."""
+        parts = dict(rel=self.rel, start=self.start_index, frames=self.frames, fps=self.fps, size=list(self.size),
+                     resize=resize, checkpoint=checkpoint_sha256, dtype=dtype, source=source_stamp)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def row(self) -> dict:
+        d = asdict(self)
+        d.pop("indices")
+        return d
+
+
+def source_stamp(path: str | os.PathLike) -> str:
+    """A cheap fingerprint of a source file's content: size and modification time."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def find_sources(source: str | os.PathLike) -> list[Source]:
+    """A folder (searched recursively for videos and images) or a CSV/JSONL manifest."""
+    source = Path(source)
+    if not source.exists():
+        raise ValueError(f"{source}: no such file or folder")
+    if source.is_dir():
+        found = [
+            Source(str(p), str(p.relative_to(source)))
+            for p in sorted(source.rglob("*"))
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+        ]
+        if not found:
+            raise ValueError(f"{source}: no videos or images found")
+        return found
+    if source.suffix.lower() == ".csv":
+        with open(source, newline="") as f:
+            rows = list(csv.DictReader(f))
+    elif source.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for n, line in enumerate(source.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{source}:{n}: not a JSON object ({e.msg})") from None
+    else:
+        raise ValueError(f"{source}: a source is a folder or a .csv / .jsonl manifest")
+    out = []
+    for n, row in enumerate(rows, 1):
+        if not row.get("path"):
+            raise ValueError(f"{source}: row {n} has no 'path'")
+        path = Path(row["path"])
+        full = path if path.is_absolute() else source.parent / path
+        size = row.get("size") or None
+        if isinstance(size, str):
+            w, h = (int(v) for v in size.lower().split("x"))
+            size = (w, h)
+        out.append(
+            Source(
+                str(full),
+                str(row["path"]),
+                start=float(row["start"]) if row.get("start") not in (None, "") else None,
+                frames=int(row["frames"]) if row.get("frames") not in (None, "") else None,
+                fps=float(row["fps"]) if row.get("fps") not in (None, "") else None,
+                size=tuple(size) if size else None,
+                caption=str(row.get("caption") or ""),
+            )
+        )
+    return out
+
+
+def nearest_bucket(width: int, height: int, buckets: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """The bucket whose aspect ratio is nearest the source's (in log ratio, so 2:1 and 1:2 are even)."""
+    aspect = math.log(width / height)
+    return min(buckets, key=lambda b: abs(math.log(b[0] / b[1]) - aspect))
+
+
+def plan_source(src: Source, opts: CacheOptions) -> list[Job]:
+    """The clips of one source. Raises MediaError/ValueError for an unreadable or too short one."""
+    info = video.probe(src.path)
+    fps = src.fps if src.fps is not None else opts.fps
+    start = src.start if src.start is not None else 0.0
+    frames = src.frames if src.frames is not None else opts.frames
+    if frames is not None and (frames < 1 or (frames - 1) % 4):
+        raise video.MediaError(f"{src.rel}: frames must be 1 + 4k, got {frames}")
+    # Every frame from `start` (resampled to fps), as a plan; clips are windows into it.
+    everything = video.plan_frames(info, start=start, fps=fps, ratio=1)  # ratio 1: any count
+    available = list(everything.indices)
+    if src.size:
+        size = video.target_size(info.width, info.height, src.size)
+    elif opts.buckets:
+        size = nearest_bucket(info.width, info.height, opts.buckets)
+    else:
+        size = video.target_size(info.width, info.height, opts.size)
+    m = len(available)
+    if opts.mode == "full":
+        frames = 1 + 4 * ((m - 1) // 4)
+    if frames is None:
+        raise ValueError("--frames is needed unless --mode full")
+    if m < frames:
+        raise video.MediaError(f"{src.rel}: too short for one clip: {m} frames from {start:g}s, a clip needs {frames}")
+    if opts.mode in ("head", "full"):
+        starts = [0]
+    elif opts.mode == "uniform":
+        k = min(opts.clips, m - frames + 1)
+        starts = sorted({round(i * (m - frames) / max(1, k - 1)) for i in range(k)}) if k > 1 else [0]
+    else:  # slide
+        starts = list(range(0, m - frames + 1, opts.stride))
+
+    def seconds(s: int) -> float:
+        return start + s / fps if fps is not None else info.seconds(available[s])
+
+    return [
+        Job(src.path, src.rel, s, round(seconds(s), 6), frames, fps, size, src.caption, tuple(available[s : s + frames]))
+        for s in starts
+    ]
+
+
+def with_indices(job: Job, indices: tuple[int, ...]) -> Job:
+    return replace(job, indices=indices)

@@ -1,0 +1,96 @@
+"""The Ray engine: the same job on a Ray cluster.
+
+Decoding runs as Ray tasks anywhere in the cluster (inputs must be on storage every node
+sees); encoding runs in actors that each hold the model, one per GPU (or per group of
+CPUs); the driver keeps the in-flight work bounded, and is the only writer of the output
+folder, so a crashed or orphaned actor can never leave a file behind.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .run import CacheRun, load_clip, plan_one
+
+
+def _ray():
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ValueError("--engine ray needs Ray: pip install 'wanvae[ray]'") from None
+    return ray
+
+
+class _Encoder:
+    """Holds one model; encodes decoded clips."""
+
+    def __init__(self, weights: str, device: str | None, dtype: str, tile, threads: int) -> None:
+        from wanvae.weights import load
+
+        torch.set_num_threads(max(1, threads))
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.vae = load(weights, device=self.device, dtype=getattr(torch, dtype))
+        self.tile = tile
+
+    def encode(self, item):
+        job, frames, facts, error = item
+        if frames is None:
+            return job, None, facts, error
+        try:
+            latents = self.vae.encode(frames[None].to(self.device), tile=self.tile).float().cpu()
+            return job, latents, facts, ""
+        except Exception as e:  # noqa: BLE001
+            return job, None, facts, str(e).splitlines()[0]
+
+
+def run_ray(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype, address: str | None) -> None:
+    ray = _ray()
+    started_here = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            started_here = True
+    try:
+        _drive(ray, run, sources, weights, workers=workers, tile=tile, device=device, dtype=dtype)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _drive(ray, run: CacheRun, sources, weights, *, workers, tile, device, dtype) -> None:
+    plan_task = ray.remote(num_cpus=1)(plan_one)
+    load_task = ray.remote(num_cpus=1)(load_clip)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        actors = [ray.remote(num_gpus=1)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, 4) for _ in range(gpus)]
+    else:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+        actors = [ray.remote(num_cpus=cpus)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, cpus)]
+    todo = []
+    for src, jobs, error in ray.get([plan_task.remote(s, run.opts) for s in sources]):
+        todo.extend(run.planned(src, jobs, error))
+    prefetch = max(2, 2 * len(actors))
+    loading = [load_task.remote(job, run.opts.resize) for job in todo[:prefetch]]
+    queued = prefetch
+    encoding: dict = {}
+    turn = 0
+    while loading or encoding:
+        ready, _ = ray.wait(loading + list(encoding), num_returns=1)
+        ref = ready[0]
+        if ref in encoding:
+            del encoding[ref]
+            run.finish(*ray.get(ref))
+            continue
+        loading.remove(ref)
+        actor = actors[turn % len(actors)]
+        turn += 1
+        # Hand the decoded clip's object reference straight to an actor: no trip through here.
+        encoding[actor.encode.remote(ref)] = True
+        if queued < len(todo):
+            loading.append(load_task.remote(todo[queued], run.opts.resize))
+            queued += 1

@@ -1,0 +1,146 @@
+"""Training and demo clips: photos moved by a synthetic camera, procedural scenes, real videos.
+
+All clips are [3, T, H, W] float tensors in [-1, 1], drawn deterministically from a
+`torch.Generator`, so a seed reproduces a data stream exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import video
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".gif", ".m4v"}
+
+
+def load_image(path: str | os.PathLike) -> Tensor:
+    """An image file as [3, H, W] in [-1, 1] (through the same decoder as videos)."""
+    info = video.probe(path)
+    return next(video.read_frames(info, video.plan_frames(info, frames=1), (info.width, info.height)))
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=g).item()
+
+
+def camera_clip(image: Tensor, frames: int, size: tuple[int, int], g: torch.Generator, strength: float = 1.0) -> Tensor:
+    """A still image seen by a moving camera: a smooth pan, zoom and roll between two poses."""
+    w, h = size
+    _, ih, iw = image.shape
+    # The view covers at most the image; its aspect is the clip's.
+    base = min(iw / w, ih / h)
+    start_zoom, end_zoom = (_uniform(g, 0.45, 1.0) for _ in range(2))
+    angle0, angle1 = (_uniform(g, -0.15, 0.15) * strength for _ in range(2))
+    centre0 = [_uniform(g, -0.3, 0.3) * strength for _ in range(2)]
+    centre1 = [c + _uniform(g, -0.25, 0.25) * strength for c in centre0]
+    thetas = []
+    for t in torch.linspace(0, 1, frames).tolist():
+        ease = 0.5 - 0.5 * math.cos(math.pi * t)
+        zoom = start_zoom + (end_zoom - start_zoom) * ease
+        angle = angle0 + (angle1 - angle0) * ease
+        cx = centre0[0] + (centre1[0] - centre0[0]) * ease
+        cy = centre0[1] + (centre1[1] - centre0[1]) * ease
+        sx, sy = zoom * base * w / iw, zoom * base * h / ih
+        c, s = math.cos(angle), math.sin(angle)
+        thetas.append([[sx * c, -sy * s * ih / iw, cx * (1 - zoom)], [sx * s * iw / ih, sy * c, cy * (1 - zoom)]])
+    theta = torch.tensor(thetas, dtype=image.dtype)
+    grid = F.affine_grid(theta, [frames, 3, h, w], align_corners=False)
+    # Antialias first when the view shrinks the image a lot, then sample bilinearly.
+    scale = min(iw / (w / (start_zoom * base)), ih / (h / (start_zoom * base)))
+    src = image
+    if scale > 2:
+        src = F.interpolate(image[None], scale_factor=1 / (scale / 2), mode="bilinear", antialias=True)[0]
+    out = F.grid_sample(src.expand(frames, -1, -1, -1), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.clamp(-1, 1).transpose(0, 1).contiguous()  # [3, T, H, W]
+
+
+def procedural_clip(frames: int, size: tuple[int, int], g: torch.Generator) -> Tensor:
+    """Soft shapes drifting over a colour gradient, with a little texture."""
+    w, h = size
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    c0, c1 = torch.rand(3, generator=g) * 2 - 1, torch.rand(3, generator=g) * 2 - 1
+    angle = _uniform(g, 0, math.pi)
+    ramp = (xx * math.cos(angle) + yy * math.sin(angle)) * 0.5 + 0.5
+    background = c0.view(3, 1, 1) * (1 - ramp) + c1.view(3, 1, 1) * ramp
+    shapes = []
+    for _ in range(int(torch.randint(2, 6, (), generator=g))):
+        shapes.append(
+            dict(
+                colour=torch.rand(3, generator=g) * 2 - 1,
+                pos=torch.rand(2, generator=g) * 1.6 - 0.8,
+                vel=(torch.rand(2, generator=g) - 0.5) * 0.12,
+                radius=_uniform(g, 0.12, 0.45),
+                square=bool(torch.rand((), generator=g) < 0.5),
+                freq=_uniform(g, 2, 12),
+            )
+        )
+    out = []
+    for t in range(frames):
+        frame = background.clone()
+        for s in shapes:
+            px, py = (s["pos"] + s["vel"] * t).tolist()
+            dx, dy = xx - px, yy - py
+            dist = torch.maximum(dx.abs(), dy.abs()) if s["square"] else (dx**2 + dy**2).sqrt()
+            mask = torch.sigmoid((s["radius"] - dist) * 40)
+            texture = 0.15 * torch.sin(s["freq"] * (dx + dy) * math.pi)
+            frame = frame * (1 - mask) + (s["colour"].view(3, 1, 1) + texture) * mask
+        out.append(frame)
+    return torch.stack(out, dim=1).clamp(-1, 1)
+
+
+def video_clip(path: str | os.PathLike, frames: int, size: tuple[int, int], g: torch.Generator) -> Tensor | None:
+    """A random window of a real video, cover-resized and centre-cropped; None if too short."""
+    info = video.probe(path)
+    if info.frames < frames:
+        return None
+    start = int(torch.randint(0, info.frames - frames + 1, (), generator=g))
+    plan = video.FramePlan(tuple(range(start, start + frames)), info.seconds(start), info.fps)
+    return torch.stack(list(video.read_frames(info, plan, size, "crop")), dim=1)
+
+
+def find_media(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """Images and videos under `folder`, sorted for determinism."""
+    images, videos = [], []
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(p)
+            elif p.suffix.lower() in VIDEO_SUFFIXES:
+                videos.append(p)
+    return images, videos
+
+
+class ClipSampler:
+    """Random training clips from a folder: photos in camera motion, videos, procedural scenes."""
+
+    def __init__(self, folder: str | os.PathLike | None, procedural: float = 0.25) -> None:
+        self.images: list[Tensor] = []
+        self.videos: list[Path] = []
+        if folder is not None:
+            image_paths, self.videos = find_media(folder)
+            self.images = [load_image(p) for p in image_paths]
+            if not self.images and not self.videos:
+                raise ValueError(f"{folder}: no images or videos found")
+        self.procedural = procedural if (self.images or self.videos) else 1.0
+
+    def sample(self, frames: int, size: tuple[int, int], g: torch.Generator) -> Tensor:
+        if torch.rand((), generator=g).item() < self.procedural:
+            clip = procedural_clip(frames, size, g)
+        elif self.videos and (not self.images or torch.rand((), generator=g).item() < 0.5):
+            path = self.videos[int(torch.randint(0, len(self.videos), (), generator=g))]
+            clip = video_clip(path, frames, size, g)
+            if clip is None:
+                clip = procedural_clip(frames, size, g)
+        else:
+            image = self.images[int(torch.randint(0, len(self.images), (), generator=g))]
+            clip = camera_clip(image, frames, size, g)
+        if torch.rand((), generator=g).item() < 0.5:
+            clip = clip.flip(-1)
+        return clip

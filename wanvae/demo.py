@@ -1,0 +1,35 @@
+"""The bundled demo model and the held-out clip `wanvae demo` shows it on."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+DEMO_WEIGHTS = "demo.safetensors"
+HELD_OUT_IMAGE = "chelsea.jpg"
+
+
+def asset(name: str) -> Path:
+    return Path(str(resources.files("wanvae") / "assets" / name))
+
+
+def demo_model(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """The small trained model shipped inside the package (same architecture and latent
+    layout as Wan 2.1, narrower). Its latents are not Wan's latents."""
+    from .weights import CheckpointError, load
+
+    path = asset(DEMO_WEIGHTS)
+    if not path.exists():
+        raise CheckpointError(f"{path}: the demo model is not bundled in this installation")
+    return load(path, device=device, dtype=dtype)
+
+
+def held_out_clip(frames: int = 17, size: tuple[int, int] = (256, 256), seed: int = 7) -> Tensor:
+    """A clip [3, T, H, W] of a photo the demo model never saw, filmed by a moving camera."""
+    from .clips import camera_clip, load_image
+
+    g = torch.Generator().manual_seed(seed)
+    return camera_clip(load_image(asset(HELD_OUT_IMAGE)), frames, size, g)

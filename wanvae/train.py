@@ -1,0 +1,181 @@
+"""Training and fine-tuning a WanVAE on a folder of videos and images.
+
+Loss: L1 + a structural term (1 - SSIM) + a small KL term. Checkpoints are in the
+original key layout with the config in the metadata; the optimiser, step and random
+state go beside them (`OUT.trainstate.pt`) so `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import metrics, weights
+from .atomic import atomic_path
+from .causal import CausalState, StepContext
+from .clips import ClipSampler, camera_clip, procedural_clip
+from .config import VAEConfig
+from .model import WanVAE
+
+
+@dataclass
+class TrainOptions:
+    steps: int = 1000
+    batch: int = 4
+    clip: tuple[int, int, int] = (64, 64, 9)  # W, H, T of training clips
+    lr: float = 1e-3
+    seed: int = 0
+    ssim_weight: float = 0.2
+    kl_weight: float = 1e-6
+    val_every: int = 200
+    decoder_only: bool = False
+    warmup: int = 50
+    # Held-out clips may be bigger than training crops (the demo's card uses 256x256x17).
+    val_clip: tuple[int, int, int] | None = None
+
+
+def forward_train(vae: WanVAE, clip: Tensor, g: torch.Generator, decoder_only: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One pass with gradients: (reconstruction, mean, logvar) of clips [B, 3, T, H, W]."""
+    ctx_grad = torch.no_grad() if decoder_only else torch.enable_grad()
+    with ctx_grad:
+        h = vae.encoder(clip, StepContext(CausalState(), record=False))
+        mean, logvar = vae._moments(h)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g, dtype=mean.dtype)
+    recon = vae.decoder(vae.conv2(z), StepContext(CausalState(), record=False))
+    return recon, mean, logvar
+
+
+def loss_terms(recon: Tensor, clip: Tensor, mean: Tensor, logvar: Tensor, opts: TrainOptions) -> dict[str, Tensor]:
+    l1 = (recon - clip).abs().mean()
+    b, c, t, h, w = clip.shape
+    x = ((recon.transpose(1, 2).reshape(b * t, c, h, w) + 1) / 2).clamp(0, 1)
+    y = (clip.transpose(1, 2).reshape(b * t, c, h, w) + 1) / 2
+    from pytorch_msssim import ssim
+
+    ssim_loss = 1 - ssim(x, y, data_range=1.0, size_average=True)
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+    total = l1 + opts.ssim_weight * ssim_loss + opts.kl_weight * kl
+    return {"loss": total, "l1": l1, "ssim": ssim_loss, "kl": kl}
+
+
+def validation_clips(folder: str | os.PathLike | None, size: tuple[int, int, int], count: int = 4, seed: int = 1234) -> list[Tensor]:
+    """Fixed held-out clips: each image of `folder` in camera motion, else procedural scenes."""
+    w, h, t = size
+    g = torch.Generator().manual_seed(seed)
+    if folder is None:
+        return [procedural_clip(t, (w, h), g) for _ in range(count)]
+    sampler = ClipSampler(folder, procedural=0.0)
+    clips = [camera_clip(img, t, (w, h), g) for img in sampler.images]
+    for path in sampler.videos:
+        from .clips import video_clip
+
+        clip = video_clip(path, t, (w, h), g)
+        if clip is not None:
+            clips.append(clip)
+    return clips or [procedural_clip(t, (w, h), g) for _ in range(count)]
+
+
+@torch.no_grad()
+def evaluate(vae: WanVAE, clips: list[Tensor]) -> dict[str, float]:
+    """Mean PSNR and SSIM of encode -> decode (the normalised mean, as inference does)."""
+    psnrs, ssims = [], []
+    vae.eval()
+    for clip in clips:
+        recon = vae.decode(vae.encode(clip[None].to(vae.dtype)))[0].float()
+        mse = (recon - clip).pow(2).mean()
+        psnrs.append(float(10 * torch.log10(4.0 / mse)))
+        ssims.append(float(metrics.ssim(clip, recon).mean()))
+    return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
+
+
+def state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".trainstate.pt")
+
+
+def save_checkpoint(vae: WanVAE, opt: torch.optim.Optimizer, step: int, g: torch.Generator, out: Path, log: list[dict], cpu_seconds: float) -> None:
+    weights.save(vae, out)
+    with atomic_path(state_path(out)) as tmp:
+        torch.save(
+            {"step": step, "optimizer": opt.state_dict(), "generator": g.get_state(), "log": json.dumps(log), "cpu_seconds": cpu_seconds},
+            tmp,
+        )
+
+
+def train(
+    data: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    config: VAEConfig | None = None,
+    init: str | os.PathLike | None = None,
+    opts: TrainOptions | None = None,
+    val: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train (or fine-tune from `init`) and write `out`. Returns the last validation numbers."""
+    opts = opts or TrainOptions()
+    out = Path(out)
+    torch.manual_seed(opts.seed)
+    g = torch.Generator().manual_seed(opts.seed)
+    if resume:
+        if not out.exists() or not state_path(out).exists():
+            raise ValueError(f"{out}: nothing to resume (no checkpoint and {state_path(out).name} beside it)")
+        vae = weights.load(out)
+    elif init is not None:
+        vae = weights.load(init)
+    else:
+        vae = WanVAE(config or VAEConfig())
+    params = [p for n, p in vae.named_parameters() if not opts.decoder_only or n.startswith(("decoder.", "conv2."))]
+    if opts.decoder_only:
+        for n, p in vae.named_parameters():
+            p.requires_grad_(n.startswith(("decoder.", "conv2.")))
+    opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    step, log, cpu_seconds = 0, [], 0.0
+    if resume:
+        st = torch.load(state_path(out), map_location="cpu", weights_only=True)
+        opt.load_state_dict(st["optimizer"])
+        g.set_state(st["generator"])
+        step, log, cpu_seconds = st["step"], json.loads(st["log"]), st["cpu_seconds"]
+    sampler = ClipSampler(data)
+    val_clips = validation_clips(val, opts.val_clip or opts.clip, seed=opts.seed + 1) if val else []
+    w, h, t = opts.clip
+    last = {}
+    started = time.process_time()
+    while step < opts.steps:
+        vae.train()
+        lr = opts.lr * min(1.0, (step + 1) / opts.warmup) * 0.5 * (1 + math.cos(math.pi * step / opts.steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = torch.stack([sampler.sample(t, (w, h), g) for _ in range(opts.batch)])
+        recon, mean, logvar = forward_train(vae, batch, g, opts.decoder_only)
+        terms = loss_terms(recon, batch, mean, logvar, opts)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            psnr = float(10 * torch.log10(4.0 / (recon.detach().clamp(-1, 1) - batch).pow(2).mean()))
+        last = {"step": step, "loss": terms["loss"].item(), "l1": terms["l1"].item(), "psnr": psnr, "lr": lr}
+        if step % opts.val_every == 0 or step == opts.steps:
+            if val_clips:
+                last.update({f"val_{k}": v for k, v in evaluate(vae, val_clips).items()})
+            log.append(last)
+            save_checkpoint(vae, opt, step, g, out, log, cpu_seconds + time.process_time() - started)
+        if progress:
+            progress(step, last)
+    last["cpu_seconds"] = cpu_seconds + time.process_time() - started
+    return last
+
+
+def options_dict(opts: TrainOptions) -> dict:
+    return asdict(opts)

@@ -1,0 +1,89 @@
+"""`wanvae train`: train or fine-tune a WanVAE on a folder of videos and images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _clip(text: str) -> tuple[int, int, int]:
+    import argparse
+
+    try:
+        w, h, t = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxHxT such as 64x64x9, got {text!r}") from None
+    if w % 8 or h % 8 or (t - 1) % 4 or min(w, h, t) < 1:
+        raise argparse.ArgumentTypeError(f"--clip {text}: W and H must be multiples of 8 and T must be 1 + 4k")
+    return w, h, t
+
+
+def add_parser(sub, common, model, frames) -> None:
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train or fine-tune a model on videos and images",
+        description="Train (or fine-tune with --init) a WanVAE on a folder of videos and images: photos get a "
+        "synthetic moving camera, videos give random clips; random crops and flips. Loss: L1 + SSIM + a small KL.",
+    )
+    p.add_argument("data", help="folder of videos and images (searched recursively)")
+    p.add_argument("-o", "--out", required=True, help="checkpoint to write (.safetensors), updated at every validation")
+    p.add_argument("--config", default=None, help="preset name (tiny, small, wan2.1) or a JSON file of VAEConfig fields")
+    p.add_argument("--init", metavar="CKPT", help="start from these weights (fine-tuning)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--clip", type=_clip, default=(64, 64, 9), metavar="WxHxT", help="training clip size (default 64x64x9)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val", metavar="DIR", help="held-out images or videos, checked every --val-every steps")
+    p.add_argument("--val-every", type=int, default=200)
+    p.add_argument("--val-clip", type=_clip, default=None, metavar="WxHxT", help="validation clip size (default: --clip)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from wanvae import config as config_mod
+    from wanvae import train as train_mod
+    from wanvae.cli import UsageError, check_output, progress_bar
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise UsageError(f"{out}: training writes a .safetensors checkpoint")
+    if not Path(args.data).is_dir():
+        raise UsageError(f"{args.data}: not a folder")
+    if args.config and (args.init or args.resume):
+        raise UsageError("--config starts a new model; it does not go with --init or --resume")
+    if args.decoder_only and not (args.init or args.resume):
+        raise UsageError("--decoder-only fine-tunes an existing model: give --init CKPT")
+    if not args.resume:
+        check_output(out, args.overwrite)
+    cfg = None
+    if args.config:
+        path = Path(args.config)
+        cfg = config_mod.VAEConfig.from_dict(json.loads(path.read_text())) if path.suffix == ".json" else config_mod.preset(args.config)
+    opts = train_mod.TrainOptions(
+        steps=args.steps,
+        batch=args.batch,
+        clip=args.clip,
+        lr=args.lr,
+        seed=args.seed,
+        val_every=args.val_every,
+        decoder_only=args.decoder_only,
+        val_clip=args.val_clip,
+    )
+    bar = progress_bar(args, args.steps, "step", out.name)
+
+    def progress(step: int, info: dict) -> None:
+        bar.n = step
+        bar.set_postfix_str(f"loss {info['loss']:.4f} psnr {info['psnr']:.2f}")
+        if "val_psnr" in info and bar.disable and not args.quiet:  # no bar: one line per validation
+            print(f"step {step}: loss {info['loss']:.4f}, train PSNR {info['psnr']:.2f} dB, "
+                  f"val PSNR {info['val_psnr']:.2f} dB, SSIM {info['val_ssim']:.4f}", flush=True)
+
+    result = train_mod.train(args.data, out, config=cfg, init=args.init, opts=opts, val=args.val, resume=args.resume, progress=progress)
+    bar.close()
+    if not args.quiet:
+        print(json.dumps(result))
+    return 0
