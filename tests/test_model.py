@@ -127,3 +127,36 @@ def test_float64_and_dtype_follow_the_model():
     x = random_video(1, 5, 16, 16, seed=16)
     z = vae.encode(x)  # float32 input is cast to the model's dtype
     assert z.dtype == torch.float64
+
+
+def test_conditioning_clip_equals_encode_of_it(tiny_vae):
+    g = torch.Generator().manual_seed(16)
+    first = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    last = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    clip = torch.cat([first[:, :, None], torch.zeros(2, 3, 40, 32, 32)], dim=2)  # 41 frames
+    ref = tiny_vae.encode(clip)
+    got = tiny_vae.encode_conditioning(first, num_frames=41)
+    assert got.shape == ref.shape == (2, 16, 11, 4, 4)
+    assert (got - ref).abs().max() < 1e-6
+    clip[:, :, -1] = last
+    got = tiny_vae.encode_conditioning(first, last, num_frames=41)
+    assert (got - tiny_vae.encode(clip)).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="got 40 frames"):
+        tiny_vae.encode_conditioning(first, num_frames=40)
+    with pytest.raises(ValueError, match="last must be one frame shaped like first"):
+        tiny_vae.encode_conditioning(first, last[:, :, :16], num_frames=41)
+
+
+def test_constant_windows_are_computed_once_and_exactly(tiny_vae64):
+    """The shortcut behind encode_conditioning, in float64: a repeated frame gives the same numbers."""
+    from wanvae import CausalState
+
+    first = torch.rand(1, 3, 1, 16, 16, generator=torch.Generator().manual_seed(17), dtype=torch.float64) * 2 - 1
+    blank = torch.zeros(1, 3, 4, 16, 16, dtype=torch.float64)
+    _, state = tiny_vae64.encode_step(first, CausalState())
+    for _ in range(6):
+        (a, _), after = tiny_vae64.encode_step(blank, state)
+        (b, _), fast_after = tiny_vae64.encode_step(blank, state, skip_constant=True)
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+        assert all(torch.allclose(fast_after.history[k], v, atol=1e-12, rtol=0) for k, v in after.history.items())
+        state = after

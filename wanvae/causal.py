@@ -50,10 +50,12 @@ class CausalState:
 
     def equal(self, other: CausalState) -> bool:
         """Exact equality of position and every history tensor."""
-        return (
-            self.frames_seen == other.frames_seen
-            and self.history.keys() == other.history.keys()
-            and all(torch.equal(v, other.history[k]) for k, v in self.history.items())
+        return self.frames_seen == other.frames_seen and self.same_history(other)
+
+    def same_history(self, other: CausalState) -> bool:
+        """Exact equality of every history tensor (the position aside)."""
+        return self.history.keys() == other.history.keys() and all(
+            torch.equal(v, other.history[k]) for k, v in self.history.items()
         )
 
     def to_tensors(self) -> dict[str, Tensor]:
@@ -87,6 +89,18 @@ def prepend_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
     return torch.cat([*parts, x], dim=2)
 
 
+def constant_window(x: Tensor, history: Tensor | None, lookback: int) -> bool:
+    """True when history (all `lookback` frames of it) and every frame of `x` are one same frame.
+
+    Then a temporal conv's output is that conv over the repeated frame, at every step:
+    computing it once is exact.
+    """
+    if history is None or history.shape[2] < lookback:
+        return False
+    first = history[:, :, :1]
+    return torch.equal(history, first.expand_as(history)) and torch.equal(x, first.expand_as(x))
+
+
 def roll_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
     """The last `lookback` real frames of (history, x), as a fresh tensor.
 
@@ -106,9 +120,11 @@ class StepContext:
     coding, where no later step follows) nothing is kept.
     """
 
-    def __init__(self, state: CausalState, record: bool = True, seams=None, tile=None) -> None:
+    def __init__(self, state: CausalState, record: bool = True, seams=None, tile=None, skip_constant: bool = False) -> None:
         self.state = state
         self.record = record
+        # Let temporal layers compute one frame when their whole window is one repeated frame.
+        self.skip_constant = skip_constant
         self.updates: dict[str, Tensor] = {}
         # Set when this step runs on one spatial tile (see seams.py); None for whole frames.
         self.seams = seams

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .causal import StepContext, prepend_history, roll_history
+from .causal import StepContext, constant_window, prepend_history, roll_history
 
 
 _MKLDNN_CONV = getattr(torch, "mkldnn_convolution", None)
@@ -62,6 +62,9 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
         history = ctx.history(self.state_key)
         if self.lookback:
             ctx.keep(self.state_key, roll_history(x, history, self.lookback))
+        if ctx.skip_constant and self.lookback and x.shape[2] > 1 and constant_window(x, history, self.lookback):
+            y = conv3d(history[:, :, :1].expand(-1, -1, self.lookback + 1, -1, -1), self.weight, self.bias, padding=padding)
+            return y.expand(-1, -1, x.shape[2], -1, -1).contiguous()
         if history is None and x.shape[2] == 1 and self.lookback:
             # Zero look-back: only the kernel's last temporal slice touches real data, so
             # the first frame of a stream (and every image) is a 2D conv at a third the cost.
@@ -143,11 +146,14 @@ class AttentionBlock(nn.Module):
         return self.proj(y.squeeze(1).transpose(1, 2).reshape(n, c, h, w))
 
 
-def _conv_frames(conv: nn.Conv2d, x: Tensor, padding: tuple[int, int, int]) -> Tensor:
+def _conv_frames(conv: nn.Conv2d, x: Tensor, padding: tuple[int, int, int], ctx: StepContext | None = None) -> Tensor:
     """A Conv2d applied to every frame of [B, C, T, H, W], without reshaping to 4-D.
 
     The same weights as a (1, k, k) Conv3d: no transposes or copies of the activation.
     """
+    if ctx is not None and ctx.skip_constant and x.shape[2] > 1 and torch.equal(x, x[:, :, :1].expand_as(x)):
+        y = conv3d(x[:, :, :1], conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)
+        return y.expand(-1, -1, x.shape[2], -1, -1).contiguous()
     return conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)
 
 
@@ -188,16 +194,16 @@ class Resample(StatefulLayer):
         if self.mode.startswith("upsample"):
             x = self.resample[0](x)
             if ctx.seams is None:
-                return _conv_frames(self.resample[1], x, padding=(0, 1, 1))
+                return _conv_frames(self.resample[1], x, padding=(0, 1, 1), ctx=ctx)
             x = ctx.seams.extend(x, ctx.tile, self.state_key + ".resample", 3, 1, 1, 1)
-            return _conv_frames(self.resample[1], x, padding=ctx.tile.conv_padding(1))
+            return _conv_frames(self.resample[1], x, padding=ctx.tile.conv_padding(1), ctx=ctx)
         # Zero-pad right and bottom only, then a valid stride-2 conv: the reference's
         # asymmetric padding.
         if ctx.seams is None:
             x = F.pad(x, (0, 1, 0, 1))
         else:
             x = ctx.seams.extend(x, ctx.tile, self.state_key + ".resample", 3, 2, 0, 1, conv_pads=False)
-        x = _conv_frames(self.resample[1], x, padding=(0, 0, 0))
+        x = _conv_frames(self.resample[1], x, padding=(0, 0, 0), ctx=ctx)
         if self.mode == "downsample3d":
             x = self._halve_time(x, ctx)
         return x
@@ -216,6 +222,9 @@ class Resample(StatefulLayer):
         key = self.state_key + ".time_conv"
         history = ctx.history(key)
         ctx.keep(key, x[:, :, -1:].clone())
+        if ctx.skip_constant and constant_window(x, history, 1):
+            y = self._time_conv(history.expand(-1, -1, 3, -1, -1))
+            return y.expand(-1, -1, x.shape[2] // 2, -1, -1).contiguous()
         if history is not None:
             return self._time_conv(torch.cat([history, x], dim=2))
         if x.shape[2] < 3:

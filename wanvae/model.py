@@ -158,7 +158,9 @@ class WanVAE(nn.Module):
         return latents * self.latents_std.to(latents.dtype) + self.latents_mean.to(latents.dtype)
 
     # ---- streaming steps -----------------------------------------------------------------
-    def encode_step(self, video: Tensor, state: CausalState) -> tuple[tuple[Tensor, Tensor], CausalState]:
+    def encode_step(
+        self, video: Tensor, state: CausalState, *, skip_constant: bool = False
+    ) -> tuple[tuple[Tensor, Tensor], CausalState]:
         """Continue an encoding stream: `video` [B, 3, n, H, W] -> raw (mean, logvar), new state.
 
         The stream's first step takes 1 + 4k frames, later steps 4k frames (k >= 0, for the
@@ -170,7 +172,7 @@ class WanVAE(nn.Module):
             raise ValueError(f"the first encode step takes 1 + {r}k frames, got {n}")
         if state.frames_seen > 0 and n % r != 0:
             raise ValueError(f"encode steps after the first take a multiple of {r} frames, got {n}")
-        ctx = StepContext(state)
+        ctx = StepContext(state, skip_constant=skip_constant)
         moments = self._moments(self.encoder(video, ctx))
         return moments, ctx.result(n)
 
@@ -283,6 +285,52 @@ class WanVAE(nn.Module):
         fmap = self._in_chunks(self.decoder.mid, self.conv2(z), chunks)
         out = tiling.tile_major(self.decoder.up, fmap, grid, 1, chunks, self.config.pixel_frames(t), (h * s, w * s))
         return out.clamp_(-1.0, 1.0) if clamp else out
+
+
+    @torch.no_grad()
+    def encode_conditioning(
+        self, first: Tensor, last: Tensor | None = None, num_frames: int = 81, *, return_steps: bool = False
+    ) -> Tensor:
+        """Latents of Wan's image-to-video conditioning clip: `first`, then zero frames (and
+        `last` as the final frame for first-and-last-frame models): [B, 16, 1 + (F-1)/4, h, w].
+
+        Equal to `encode` of that clip, much cheaper. After the first frame the input is
+        constant, and a temporal layer whose whole window is one repeated frame gives that
+        same frame at every step: it is computed once instead of per frame. Once a step
+        leaves the causal state exactly as it found it, the remaining steps are copies.
+        """
+        first = checks.check_video(first, self.config, self.dtype)
+        if first.shape[2] != 1:
+            raise ValueError(f"first must be one frame, [B, 3, H, W] (or [B, 3, 1, H, W]); got {tuple(first.shape)}")
+        r = self.config.temporal_ratio
+        if num_frames < 1 or (num_frames - 1) % r:
+            raise ValueError(checks.frame_count_error(num_frames, r))
+        if last is not None:
+            last = checks.check_video(last, self.config, self.dtype)
+            if last.shape[2] != 1 or last.shape[0] != first.shape[0] or last.shape[3:] != first.shape[3:]:
+                raise ValueError(f"last must be one frame shaped like first {tuple(first.shape)}; got {tuple(last.shape)}")
+            if num_frames < 1 + r:
+                raise ValueError(f"first-and-last conditioning needs at least {1 + r} frames, got {num_frames}")
+        (mean, _), state = self.encode_step(first, CausalState())
+        means = [mean]
+        blank = torch.zeros_like(first).expand(-1, -1, r, -1, -1).contiguous()
+        chunks = (num_frames - 1) // r - (1 if last is not None else 0)
+        steps = 0
+        while len(means) - 1 < chunks:
+            (mean, _), after = self.encode_step(blank, state, skip_constant=True)
+            steps += 1
+            means.append(mean)
+            if after.same_history(state):  # a fixed point: the remaining steps would all be this one
+                means.extend([mean] * (chunks - (len(means) - 1)))
+                break
+            state = after
+        if last is not None:
+            tail = torch.cat([blank[:, :, : r - 1], last], dim=2)
+            (mean, _), _ = self.encode_step(tail, state, skip_constant=True)
+            steps += 1
+            means.append(mean)
+        latents = self.normalize(torch.cat(means, dim=2))
+        return (latents, steps + 1) if return_steps else latents
 
 
 def frame_chunks(frames: int, first: int, step: int) -> list[slice]:

@@ -134,6 +134,10 @@ def train(
         vae = weights.load(init)
     else:
         vae = WanVAE(config or VAEConfig())
+        with torch.no_grad():
+            # Start with a narrow posterior (std ~ 0.02): sampling noise of std 1 at step 0
+            # drowns the decoder's signal, and the KL weight is too small to shrink it fast.
+            vae.conv1.bias[vae.config.z_dim :].fill_(-8.0)
     params = [p for n, p in vae.named_parameters() if not opts.decoder_only or n.startswith(("decoder.", "conv2."))]
     if opts.decoder_only:
         for n, p in vae.named_parameters():
