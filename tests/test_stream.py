@@ -94,7 +94,7 @@ def test_stream_decoder_equals_decode(tiny_vae, split, tile):
 
 PEAK_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys, torch
+    import json, sys, torch
     sys.path.insert(0, "tests")
     from conftest import random_vae, TINY
     import wanvae
@@ -108,7 +108,8 @@ PEAK_SCRIPT = textwrap.dedent(
         frame = torch.rand(1, 3, 1, 384, 512, generator=g) * 2 - 1
         n += stream.push(frame).shape[2]
     n += stream.flush().shape[2]
-    print(json.dumps({"latents": n, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    from wanvae.testing import peak_rss_mb
+    print(json.dumps({"latents": n, "peak_mb": peak_rss_mb()}))
     """
 )
 
@@ -129,5 +130,5 @@ def test_stream_memory_does_not_grow_with_length(tile):
     short, long = peak(21), peak(61)
     assert (short["latents"], long["latents"]) == (6, 16)
     # Holding the clip would add 40 frames x 2.4 MB of pixels alone, more in activations.
-    growth_mb = (long["peak_kb"] - short["peak_kb"]) / 1024
+    growth_mb = long["peak_mb"] - short["peak_mb"]
     assert growth_mb < 10, growth_mb

@@ -72,6 +72,15 @@ class CausalState:
         return cls(int(tensors["frames_seen"].item()), history)
 
 
+def zeros_frames(x: Tensor, frames: int) -> Tensor:
+    """`frames` zero frames shaped like x's, in x's memory layout (so a cat keeps it)."""
+    b, c, _, h, w = x.shape
+    z = x.new_zeros(b, c, frames, h, w)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        z = z.contiguous(memory_format=torch.channels_last_3d)
+    return z
+
+
 def prepend_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
     """`x` [B, C, T, H, W] preceded by exactly `lookback` frames of history.
 
@@ -80,8 +89,7 @@ def prepend_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
     have = 0 if history is None else history.shape[2]
     parts = []
     if have < lookback:
-        b, c, _, h, w = x.shape
-        parts.append(x.new_zeros(b, c, lookback - have, h, w))
+        parts.append(zeros_frames(x, lookback - have))
     if have:
         parts.append(history)
     if not parts:

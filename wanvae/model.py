@@ -14,7 +14,7 @@ from . import checks, tiling
 from .causal import CausalState, StepContext
 from .config import VAEConfig
 from .tiling import TileArg
-from .layers import AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer
+from .layers import AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer, to_layout
 
 # Activation budget for one temporal chunk of a whole-clip call: a chunk of frames at the
 # widest, full-resolution layer should take about this much per tensor. Measured on the
@@ -48,13 +48,14 @@ class Encoder3d(nn.Module):
 
     def down(self, x: Tensor, ctx: StepContext) -> Tensor:
         """Pixels [B, 3, T, H, W] to the 1/8 map [B, 4*dim, t, H/8, W/8]; spatially local."""
-        x = self.conv1(x, ctx)
+        x = self.conv1(to_layout(x), ctx)
         for layer in self.downsamples:
             x = layer(x, ctx)
         return x
 
     def mid_head(self, x: Tensor, ctx: StepContext) -> Tensor:
         """The 1/8 map to moments [B, 2*z_dim, t, h, w]; the attention sees the whole frame."""
+        x = to_layout(x)
         for layer in self.middle:
             x = layer(x, ctx)
         return self.head[2](self.head[1](self.head[0](x)), ctx)
@@ -91,13 +92,14 @@ class Decoder3d(nn.Module):
 
     def mid(self, x: Tensor, ctx: StepContext) -> Tensor:
         """Latents [B, z_dim, t, h, w] to the decoder's 1/8 map; the attention sees it whole."""
-        x = self.conv1(x, ctx)
+        x = self.conv1(to_layout(x), ctx)
         for layer in self.middle:
             x = layer(x, ctx)
         return x
 
     def up(self, x: Tensor, ctx: StepContext) -> Tensor:
         """The 1/8 map to pixels [B, 3, T, H, W]; spatially local."""
+        x = to_layout(x)
         for layer in self.upsamples:
             x = layer(x, ctx)
         return self.head[2](self.head[1](self.head[0](x)), ctx)
@@ -183,13 +185,13 @@ class WanVAE(nn.Module):
         gives four (for the Wan config).
         """
         ctx = StepContext(state)
-        video = self.decoder(self.conv2(latents), ctx)
+        video = self.decoder(self.conv2(latents), ctx).contiguous()
         return video, ctx.result(latents.shape[2])
 
     def _moments(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        mean, logvar = self.conv1(h).chunk(2, dim=1)
+        mean, logvar = self.conv1(h).contiguous().chunk(2, dim=1)
         # The reference (diffusers' DiagonalGaussianDistribution) clamps here.
-        return mean, logvar.clamp(-30.0, 20.0)
+        return mean.contiguous(), logvar.clamp(-30.0, 20.0).contiguous()
 
     # ---- whole clips ----------------------------------------------------------------------
     def _chunk_frames(self, frames_bytes: int, multiple: int) -> int:

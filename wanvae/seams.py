@@ -102,13 +102,20 @@ class Seams:
 def _pad(x: Tensor, dim: int, lo: int, hi: int) -> Tensor:
     if not lo and not hi:
         return x
-    shape = list(x.shape)
     parts = []
     if lo:
-        shape[dim] = lo
-        parts.append(x.new_zeros(shape))
+        parts.append(_zeros(x, dim, lo))
     parts.append(x)
     if hi:
-        shape[dim] = hi
-        parts.append(x.new_zeros(shape))
+        parts.append(_zeros(x, dim, hi))
     return torch.cat(parts, dim=dim)
+
+
+def _zeros(x: Tensor, dim: int, n: int) -> Tensor:
+    """Zeros shaped like x but n long along dim, in x's memory layout (so a cat keeps it)."""
+    shape = list(x.shape)
+    shape[dim] = n
+    z = x.new_zeros(shape)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        z = z.contiguous(memory_format=torch.channels_last_3d)
+    return z

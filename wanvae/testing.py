@@ -12,6 +12,24 @@ import torch
 from .model import WanVAE
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Read from /proc (VmHWM), not getrusage: ru_maxrss survives exec, so a child started
+    from a big parent would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 @torch.no_grad()
 def randomize(vae: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Every parameter random with activations near 1: weights ~ N(0, 1/fan_in), gammas

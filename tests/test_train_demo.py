@@ -1,0 +1,91 @@
+"""Training, resuming, the shipped demo model against its card, and `wanvae demo`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import wanvae
+from wanvae import demo, train
+from wanvae.config import VAEConfig
+import media
+
+MICRO = VAEConfig(dim=4, name="micro")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    media.write_image(d / "a.png", 96, 64, 0)
+    media.write_image(d / "b.png", 80, 80, 3)
+    media.write_video(d / "c.mp4", 9, 48, 48)
+    return d
+
+
+def test_loss_goes_down(data, tmp_path):
+    losses = []
+    opts = train.TrainOptions(steps=40, batch=2, clip=(32, 32, 5), lr=2e-3, val_every=40, warmup=5)
+    train.train(data, tmp_path / "m.safetensors", config=MICRO, opts=opts, progress=lambda s, info: losses.append(info["loss"]))
+    assert len(losses) == 40
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.8 * first, (first, last)
+    assert wanvae.load(tmp_path / "m.safetensors").config.dim == 4
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    opts = train.TrainOptions(steps=12, batch=2, clip=(32, 32, 5), val_every=6, warmup=2)
+    train.train(data, tmp_path / "full.safetensors", config=MICRO, opts=opts)
+    half = train.TrainOptions(**{**opts.__dict__, "steps": 6})
+    train.train(data, tmp_path / "part.safetensors", config=MICRO, opts=half)
+    steps = []
+    train.train(data, tmp_path / "part.safetensors", opts=opts, resume=True, progress=lambda s, info: steps.append(s))
+    assert steps == list(range(7, 13))  # continued from step 6
+    a = wanvae.load(tmp_path / "full.safetensors").state_dict()
+    b = wanvae.load(tmp_path / "part.safetensors").state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train.train(data, tmp_path / "none.safetensors", opts=opts, resume=True)
+
+
+def test_decoder_only_keeps_the_latent_space(data, tmp_path):
+    base = wanvae.save(wanvae.WanVAE(MICRO), tmp_path / "base.safetensors")
+    opts = train.TrainOptions(steps=3, batch=2, clip=(32, 32, 5), val_every=3, decoder_only=True)
+    train.train(data, tmp_path / "ft.safetensors", init=base, opts=opts)
+    before, after = wanvae.load(base).state_dict(), wanvae.load(tmp_path / "ft.safetensors").state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("decoder.", "conv2.")) for k in changed)
+
+
+CARD = Path(wanvae.__file__).parent / "assets" / "demo-model.md"
+
+
+@pytest.mark.skipif(not demo.asset(demo.DEMO_WEIGHTS).exists(), reason="no demo model bundled")
+def test_shipped_demo_model_reaches_its_card():
+    vae = wanvae.demo_model()
+    assert vae.config.z_dim == 16 and (vae.config.spatial_ratio, vae.config.temporal_ratio) == (8, 4)
+    assert demo.asset(demo.DEMO_WEIGHTS).stat().st_size <= 8 * 2**20
+    card = CARD.read_text()
+    claimed = float(re.search(r"PSNR \*\*([0-9.]+) dB\*\*", card).group(1))
+    measured = train.evaluate(vae, demo.card_clips())["psnr"]
+    assert abs(measured - claimed) <= 0.5, (measured, claimed)
+
+
+@pytest.mark.skipif(not demo.asset(demo.DEMO_WEIGHTS).exists(), reason="no demo model bundled")
+def test_wanvae_demo_writes_its_outputs(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [shutil.which("wanvae"), "demo", "-o", out, "--frames", "9", "--size", "128x128"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "PSNR" in r.stdout and "latents: [16, 3, 16, 16]" in r.stdout
+    assert {p.name for p in out.iterdir()} >= {"side_by_side.mp4", "frames.png", "metrics.json", ".wanvae-demo"}
+    assert json.loads((out / "metrics.json").read_text())["psnr"] > 15
+    assert subprocess.run(cmd, capture_output=True).returncode == 0  # its own output is replaced
+    (tmp_path / "mine").mkdir()
+    r = subprocess.run([shutil.which("wanvae"), "demo", "-o", tmp_path / "mine"], capture_output=True, text=True)
+    assert r.returncode == 2 and "not an earlier demo output" in r.stderr
