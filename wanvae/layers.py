@@ -48,6 +48,16 @@ def conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1), pad
     return F.conv3d(x, weight, bias, stride=stride, padding=padding)
 
 
+class PointwiseConv3d(nn.Conv3d):
+    """A 1x1x1 conv (no history), routed like every other conv (see `conv3d`)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__(in_dim, out_dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return conv3d(x, self.weight, self.bias)
+
+
 class StatefulLayer(nn.Module):
     """A layer that keeps look-back frames or tile seams, under `state_key`: its module path."""
 
@@ -119,7 +129,7 @@ class ResidualBlock(StatefulLayer):
             CausalConv3d(out_dim, out_dim, (3, 3, 3), 1),
         )
         # 1x1x1: no temporal extent, hence no history.
-        self.shortcut = nn.Conv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+        self.shortcut = PointwiseConv3d(in_dim, out_dim) if in_dim != out_dim else nn.Identity()
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
         norm1, act1, conv1, norm2, act2, drop, conv2 = self.residual

@@ -14,7 +14,7 @@ from . import checks, tiling
 from .causal import CausalState, StepContext
 from .config import VAEConfig
 from .tiling import TileArg
-from .layers import AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer, to_layout
+from .layers import AttentionBlock, CausalConv3d, PointwiseConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer, to_layout
 
 # Activation budget for one temporal chunk of a whole-clip call: a chunk of frames at the
 # widest, full-resolution layer should take about this much per tensor. Measured on the
@@ -115,8 +115,8 @@ class WanVAE(nn.Module):
         super().__init__()
         self.config = config = config or VAEConfig()
         self.encoder = Encoder3d(config)
-        self.conv1 = nn.Conv3d(2 * config.z_dim, 2 * config.z_dim, 1)  # moments -> moments
-        self.conv2 = nn.Conv3d(config.z_dim, config.z_dim, 1)  # latents -> decoder input
+        self.conv1 = PointwiseConv3d(2 * config.z_dim, 2 * config.z_dim)  # moments -> moments
+        self.conv2 = PointwiseConv3d(config.z_dim, config.z_dim)  # latents -> decoder input
         self.decoder = Decoder3d(config)
         # Not persistent: the checkpoint has no such tensors, and the config carries them.
         shape = (1, config.z_dim, 1, 1, 1)
