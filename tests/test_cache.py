@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 import wanvae
-from wanvae import video
 from wanvae.cache.index import read_index
 from wanvae.cache.plan import CacheOptions, Source, find_sources, nearest_bucket, plan_source
 from wanvae.cache.run import run_cache

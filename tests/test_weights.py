@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import wanvae
 from wanvae.weights import CheckpointError, diffusers_to_original, infer_config, original_to_diffusers

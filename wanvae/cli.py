@@ -184,7 +184,7 @@ def cmd_roundtrip(args) -> int:
     import torch
 
     import wanvae
-    from wanvae import metrics, video
+    from wanvae import video
     from wanvae.pipeline import plan_encode
 
     out_dir = Path(args.out or "wanvae-roundtrip")
