@@ -28,6 +28,9 @@ def test_original_layout_round_trip(tmp_path, tiny_vae, name):
         assert torch.equal(loaded.state_dict()[k], v), k
     same_outputs(tiny_vae, loaded)
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a private temp
 
 
 def test_safetensors_metadata_carries_config_and_latent_statistics(tmp_path):

@@ -26,12 +26,13 @@ class AtomicFile:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
-        # mkstemp makes the file private (0600); the result should get the usual umask mode.
+
+    def commit(self) -> Path:
+        # mkstemp (and some writers, e.g. safetensors) make the file private (0600); the
+        # result should get the mode any new file gets here.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o666 & ~umask)
-
-    def commit(self) -> Path:
         os.replace(self.tmp, self.path)
         return self.path
 
