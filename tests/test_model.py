@@ -168,3 +168,20 @@ def test_constant_windows_are_computed_once_and_exactly(tiny_vae64):
         torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
         assert all(torch.allclose(fast_after.history[k], v, atol=1e-12, rtol=0) for k, v in after.history.items())
         state = after
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_attention_runs_on_the_fused_kernel_never_the_full_matrix(channels_last):
+    """Restricted to the flash kernel, SDPA raises instead of quietly materialising (HW)^2."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from wanvae.layers import AttentionBlock, to_layout
+
+    block = AttentionBlock(32).eval()
+    x = torch.randn(2, 32, 3, 12, 20)
+    x = to_layout(x) if channels_last else x
+    with torch.no_grad():
+        ref = block(x)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            fused = block(x)
+    torch.testing.assert_close(fused, ref)

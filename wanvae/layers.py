@@ -161,9 +161,12 @@ class AttentionBlock(nn.Module):
 
     def _attend(self, x: Tensor) -> Tensor:  # [N, C, H, W]
         n, c, h, w = x.shape
-        qkv = self.to_qkv(self.norm(x)).permute(0, 2, 3, 1).reshape(n, 1, h * w, 3 * c)
+        # [N, 1, H*W, 3C] with channels contiguous: a view when the conv gave channels-last.
+        qkv = self.to_qkv(self.norm(x)).permute(0, 2, 3, 1).reshape(n, 1, h * w, 3 * c).contiguous()
         q, k, v = qkv.chunk(3, dim=-1)  # each [N, 1, H*W, C], in the reference's q, k, v order
-        # SDPA's fused CPU/GPU kernels work in blocks: the (HW x HW) matrix never exists.
+        # SDPA's fused (flash) kernels work in blocks, so the (HW x HW) matrix never exists;
+        # they need the last dim contiguous, or SDPA silently falls back to materialising it
+        # (1.9 GB for one 720p frame).
         y = F.scaled_dot_product_attention(q, k, v)
         return self.proj(y.view(n, h, w, c).permute(0, 3, 1, 2))
 
