@@ -30,18 +30,18 @@ def data(tmp_path_factory):
 
 def test_loss_goes_down(data, tmp_path):
     losses = []
-    opts = train.TrainOptions(steps=40, batch=2, clip=(32, 32, 5), lr=2e-3, val_every=40, warmup=5)
+    opts = train.TrainOptions(steps=40, batch=2, clip=(32, 32, 5), lr=1e-3, val_every=40, warmup=5)
     train.train(data, tmp_path / "m.safetensors", config=MICRO, opts=opts, progress=lambda s, info: losses.append(info["loss"]))
     assert len(losses) == 40
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
-    assert last < 0.8 * first, (first, last)
+    assert last < 0.9 * first, (first, last)
     assert wanvae.load(tmp_path / "m.safetensors").config.dim == 4
 
 
 def test_resume_continues_exactly(data, tmp_path):
     opts = train.TrainOptions(steps=12, batch=2, clip=(32, 32, 5), val_every=6, warmup=2)
     train.train(data, tmp_path / "full.safetensors", config=MICRO, opts=opts)
-    half = train.TrainOptions(**{**opts.__dict__, "steps": 6})
+    half = train.TrainOptions(**{**opts.__dict__, "stop_after": 6})
     train.train(data, tmp_path / "part.safetensors", config=MICRO, opts=half)
     steps = []
     train.train(data, tmp_path / "part.safetensors", opts=opts, resume=True, progress=lambda s, info: steps.append(s))

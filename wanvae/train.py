@@ -40,6 +40,8 @@ class TrainOptions:
     warmup: int = 50
     # Held-out clips may be bigger than training crops (the demo's card uses 256x256x17).
     val_clip: tuple[int, int, int] | None = None
+    # Stop (and checkpoint) early at this step, keeping the schedule of `steps`: a sitting.
+    stop_after: int | None = None
 
 
 def forward_train(vae: WanVAE, clip: Tensor, g: torch.Generator, decoder_only: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -153,7 +155,8 @@ def train(
     w, h, t = opts.clip
     last = {}
     started = time.process_time()
-    while step < opts.steps:
+    end = min(opts.steps, opts.stop_after or opts.steps)
+    while step < end:
         vae.train()
         lr = opts.lr * min(1.0, (step + 1) / opts.warmup) * 0.5 * (1 + math.cos(math.pi * step / opts.steps))
         for group in opt.param_groups:
@@ -169,7 +172,7 @@ def train(
         with torch.no_grad():
             psnr = float(10 * torch.log10(4.0 / (recon.detach().clamp(-1, 1) - batch).pow(2).mean()))
         last = {"step": step, "loss": terms["loss"].item(), "l1": terms["l1"].item(), "psnr": psnr, "lr": lr}
-        if step % opts.val_every == 0 or step == opts.steps:
+        if step % opts.val_every == 0 or step == end:
             if val_clips:
                 last.update({f"val_{k}": v for k, v in evaluate(vae, val_clips).items()})
             log.append(last)
