@@ -88,7 +88,10 @@ def test_stream_decoder_equals_decode(tiny_vae, split, tile):
         outs.append(stream.push(z[:, :, i : i + n]))
         i += n
     outs.append(stream.flush())
-    torch.testing.assert_close(torch.cat(outs, dim=2), ref, atol=1e-6, rtol=0)
+    # Decoder outputs reach ~3 on random weights; oneDNN may pick another kernel for a
+    # pushed piece than for the whole, so allow float32 rounding (float64 equality of any
+    # chunking is tested in test_causal.py).
+    torch.testing.assert_close(torch.cat(outs, dim=2), ref, atol=2e-5, rtol=0)
     assert stream.frames_out == 17
 
 
