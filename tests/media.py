@@ -58,12 +58,7 @@ def write_image(path: Path, w: int, h: int, i: int = 0) -> Path:
     stream.width, stream.height = w, h
     stream.pix_fmt = {"png": "rgb24", "mjpeg": "yuvj420p", "libwebp": "yuv420p"}[codec]
     frame = av.VideoFrame.from_ndarray(pattern(i, w, h), format="rgb24").reformat(format=stream.pix_fmt)
-    for packet in stream.encode(frame):
-        container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+    return _finish(path, container, stream, [frame])
 
 
 def write_audio_only(path: Path) -> Path:
@@ -71,9 +66,13 @@ def write_audio_only(path: Path) -> Path:
     stream = container.add_stream("pcm_s16le", rate=8000)
     frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
     frame.sample_rate = 8000
-    for packet in stream.encode(frame):
-        container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
+    return _finish(path, container, stream, [frame])
+
+
+def _finish(path: Path, container, stream, frames) -> Path:
+    """Encode the last frames, flush the encoder and close the file."""
+    for frame in [*frames, None]:
+        for packet in stream.encode(frame):
+            container.mux(packet)
     container.close()
     return path
