@@ -89,3 +89,32 @@ def test_wanvae_demo_writes_its_outputs(tmp_path):
     (tmp_path / "mine").mkdir()
     r = subprocess.run([shutil.which("wanvae"), "demo", "-o", tmp_path / "mine"], capture_output=True, text=True)
     assert r.returncode == 2 and "not an earlier demo output" in r.stderr
+
+
+def test_dead_leaves_pictures_are_deterministic_occluding_and_in_range():
+    from wanvae.clips import dead_leaves_image, image_palette
+
+    a = dead_leaves_image((96, 64), torch.Generator().manual_seed(3))
+    b = dead_leaves_image((96, 64), torch.Generator().manual_seed(3))
+    c = dead_leaves_image((96, 64), torch.Generator().manual_seed(4))
+    assert a.shape == (3, 64, 96) and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= -1 and a.max() <= 1
+    # Covered by many leaves of many sizes: lots of distinct colours, and flat regions
+    # (neighbouring pixels often equal) alongside sharp edges (some jump a lot).
+    assert len(torch.unique(a[0])) > 200
+    steps = (a[:, :, 1:] - a[:, :, :-1]).abs().amax(0)
+    assert (steps < 0.02).float().mean() > 0.3 and (steps > 0.3).float().mean() > 0.01
+    # With a palette, leaf colours are drawn from it (here: only pure red and pure blue).
+    palette = image_palette([torch.tensor([[[1.0, -1.0]], [[-1.0, -1.0]], [[-1.0, 1.0]]])], per_image=64)
+    d = dead_leaves_image((64, 64), torch.Generator().manual_seed(5), palette)
+    # Shading adds the same offset to every channel, so green never leads (bar the odd
+    # uncovered bit of the random background).
+    assert (d[1] > torch.maximum(d[0], d[2]) + 0.05).float().mean() < 0.05
+
+
+def test_clip_sampler_mixes_dead_leaves_with_the_folder(data):
+    sampler = train.ClipSampler(data)
+    g = torch.Generator().manual_seed(0)
+    clips = [sampler.sample(5, (32, 32), g) for _ in range(12)]
+    assert all(c.shape == (3, 5, 32, 32) and c.min() >= -1 and c.max() <= 1 for c in clips)
+    assert sampler.palette is not None and sampler.palette.shape[1] == 3

@@ -1,6 +1,7 @@
 """Write the demo model's training and held-out photos from scikit-image's bundled data.
 
-Only images whose scikit-image docs say CC0 or public domain are used. Held out:
+Only images whose scikit-image docs say CC0, public domain or no known copyright
+restrictions are used. Held out:
 chelsea (CC0, Stefan van der Walt) and coffee (CC0, Rachel Michetti). The demo ships a
 copy of chelsea as its held-out clip source.
 
@@ -15,7 +16,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-TRAIN = ["astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "brick", "gravel", "grass", "cell"]
+TRAIN = [
+    "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "brick", "gravel", "grass", "cell",
+    "clock",  # public domain (Stefan van der Walt)
+    "coins",  # Brooklyn Museum, no known copyright restrictions
+    "text",  # public domain
+]
 HELD_OUT = ["chelsea", "coffee"]
 
 

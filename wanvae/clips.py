@@ -95,6 +95,66 @@ def procedural_clip(frames: int, size: tuple[int, int], g: torch.Generator) -> T
     return torch.stack(out, dim=1).clamp(-1, 1)
 
 
+def dead_leaves_image(size: tuple[int, int], g: torch.Generator, palette: Tensor | None = None) -> Tensor:
+    """A dead-leaves picture [3, H, W]: occluding discs with power-law radii.
+
+    Its statistics are close to natural images' (scale invariance, sharp occlusion edges,
+    flat regions), so a model trained on it generalises to photos far better than one
+    trained on a handful of photos alone, and there is no end of it. Colours come from
+    `palette` ([N, 3] in [-1, 1], e.g. pixels of the training photos) when given; some
+    leaves carry a gradient or a stripe texture, and a few are blurred.
+    """
+    w, h = size
+    img = (torch.rand(3, 1, 1, generator=g) * 2 - 1).expand(3, h, w).clone()
+    r_min, r_max = 1.5, max(w, h) / 3
+    # Enough leaves to cover the picture about 4 times over (e^-4: 2% left bare). For
+    # p(r) ~ r^-3 the mean leaf area is 2 pi r_min^2 ln(r_max / r_min).
+    count = int(4 * w * h / (2 * math.pi * r_min**2 * math.log(r_max / r_min))) + 8
+    # p(r) ~ r^-3 between r_min and r_max, drawn by inverting its distribution function.
+    u = torch.rand(count, generator=g)
+    radii = (r_min**-2 - u * (r_min**-2 - r_max**-2)) ** -0.5
+    centres = torch.rand(count, 2, generator=g) * torch.tensor([w, h])
+    if palette is not None and len(palette):
+        colours = palette[torch.randint(0, len(palette), (count,), generator=g)]
+    else:
+        colours = torch.rand(count, 3, generator=g) * 2 - 1
+    kinds = torch.rand(count, generator=g)
+    angles = torch.rand(count, generator=g) * math.pi
+    freqs = torch.rand(count, generator=g) * 0.8 + 0.1
+    # Painted back to front: each leaf covers what was there.
+    for r, (cx, cy), colour, kind, angle, freq in zip(radii.tolist(), centres.tolist(), colours, kinds.tolist(), angles.tolist(), freqs.tolist()):
+        x0, x1 = max(0, int(cx - r)), min(w, int(cx + r) + 2)
+        y0, y1 = max(0, int(cy - r)), min(h, int(cy + r) + 2)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy = torch.arange(y0, y1, dtype=torch.float32).view(-1, 1) - cy
+        xx = torch.arange(x0, x1, dtype=torch.float32).view(1, -1) - cx
+        inside = ((r - (xx * xx + yy * yy).sqrt()) + 0.5).clamp(0, 1)  # one-pixel soft edge
+        along = xx * math.cos(angle) + yy * math.sin(angle)
+        fill = colour.view(3, 1, 1).expand(3, y1 - y0, x1 - x0)
+        if kind < 0.25:  # a shading gradient across the leaf
+            fill = fill + 0.5 * (along / max(r, 1.0)).unsqueeze(0)
+        elif kind < 0.4:  # a stripe texture
+            fill = fill + 0.25 * torch.sin(along * freq).unsqueeze(0)
+        region = img[:, y0:y1, x0:x1]
+        region.mul_(1 - inside).add_(fill * inside)
+    if torch.rand((), generator=g).item() < 0.3:  # some pictures out of focus
+        img = F.avg_pool2d(img[None], 3, 1, 1, count_include_pad=False)[0]
+    return img.clamp(-1, 1)
+
+
+def image_palette(images: list[Tensor], per_image: int = 4096, seed: int = 0) -> Tensor | None:
+    """Random pixels [N, 3] of `images`: natural colours for dead-leaves pictures."""
+    if not images:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for image in images:
+        flat = image.reshape(3, -1)
+        picks.append(flat[:, torch.randint(0, flat.shape[1], (per_image,), generator=g)].T)
+    return torch.cat(picks)
+
+
 def video_clip(path: str | os.PathLike, frames: int, size: tuple[int, int], g: torch.Generator) -> Tensor | None:
     """A random window of a real video, cover-resized and centre-cropped; None if too short."""
     info = video.probe(path)
@@ -118,9 +178,10 @@ def find_media(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
 
 
 class ClipSampler:
-    """Random training clips from a folder: photos in camera motion, videos, procedural scenes."""
+    """Random training clips from a folder: photos in camera motion, videos, dead-leaves
+    pictures in camera motion, and procedural scenes."""
 
-    def __init__(self, folder: str | os.PathLike | None, procedural: float = 0.25) -> None:
+    def __init__(self, folder: str | os.PathLike | None, procedural: float = 0.15, dead_leaves: float = 0.35) -> None:
         self.images: list[Tensor] = []
         self.videos: list[Path] = []
         if folder is not None:
@@ -128,11 +189,20 @@ class ClipSampler:
             self.images = [load_image(p) for p in image_paths]
             if not self.images and not self.videos:
                 raise ValueError(f"{folder}: no images or videos found")
-        self.procedural = procedural if (self.images or self.videos) else 1.0
+        has_media = bool(self.images or self.videos)
+        self.procedural = procedural if has_media else 1.0 - dead_leaves
+        self.dead_leaves = dead_leaves
+        self.palette = image_palette(self.images)
 
     def sample(self, frames: int, size: tuple[int, int], g: torch.Generator) -> Tensor:
-        if torch.rand((), generator=g).item() < self.procedural:
+        pick = torch.rand((), generator=g).item()
+        if pick < self.procedural:
             clip = procedural_clip(frames, size, g)
+        elif pick < self.procedural + self.dead_leaves:
+            w, h = size
+            # Drawn larger than the clip so the camera can pan and zoom across it.
+            picture = dead_leaves_image((2 * w, 2 * h), g, self.palette)
+            clip = camera_clip(picture, frames, size, g)
         elif self.videos and (not self.images or torch.rand((), generator=g).item() < 0.5):
             path = self.videos[int(torch.randint(0, len(self.videos), (), generator=g))]
             clip = video_clip(path, frames, size, g)

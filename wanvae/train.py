@@ -74,7 +74,7 @@ def validation_clips(folder: str | os.PathLike | None, size: tuple[int, int, int
     g = torch.Generator().manual_seed(seed)
     if folder is None:
         return [procedural_clip(t, (w, h), g) for _ in range(count)]
-    sampler = ClipSampler(folder, procedural=0.0)
+    sampler = ClipSampler(folder, procedural=0.0, dead_leaves=0.0)
     clips = [camera_clip(img, t, (w, h), g) for img in sampler.images]
     for path in sampler.videos:
         from .clips import video_clip
