@@ -119,10 +119,9 @@ PEAK_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("tile", ["none", "128"])
 def test_stream_memory_does_not_grow_with_length(tile):
-    # glibc's dynamic mmap threshold keeps freed large blocks on the heap, where they
-    # fragment and lift RSS slowly over time whatever the program holds; a fixed
-    # threshold returns them, so peak RSS measures what the stream really keeps.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    # No malloc tuning from outside: the stream fixes glibc's mmap threshold itself
+    # (wanvae.heap), without which fragmentation lifts RSS slowly whatever it keeps.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
 
     def peak(frames):
         out = subprocess.run(
@@ -135,3 +134,13 @@ def test_stream_memory_does_not_grow_with_length(tile):
     # Holding the clip would add 40 frames x 2.4 MB of pixels alone, more in activations.
     growth_mb = long["peak_mb"] - short["peak_mb"]
     assert growth_mb < 10, growth_mb
+
+
+def test_bound_heap_fixes_the_threshold_unless_the_user_chose_one():
+    script = "import wanvae.heap as h; print(h.bound_heap(), h.bound_heap())"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=clean)
+    assert out.stdout.split() == (["True", "True"] if sys.platform.startswith("linux") else ["False", "False"])
+    chosen = {**clean, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=chosen)
+    assert out.stdout.split() == ["True", "True"]

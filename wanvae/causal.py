@@ -129,7 +129,12 @@ class StepContext:
     """
 
     def __init__(self, state: CausalState, record: bool = True, seams=None, tile=None, skip_constant: bool = False) -> None:
-        self.state = state
+        self.frames_seen = state.frames_seen
+        # A shallow copy, emptied as layers read it: when the caller hands over its only
+        # reference to `state`, each layer's old history is freed as soon as the layer has
+        # used it, so the old and the new history of a whole frame (or tile) never coexist
+        # (300 MB for one 256-px tile of the full model at 720p). `state` is not changed.
+        self._unread = dict(state.history)
         self.record = record
         # Let temporal layers compute one frame when their whole window is one repeated frame.
         self.skip_constant = skip_constant
@@ -141,10 +146,11 @@ class StepContext:
     @property
     def at_start(self) -> bool:
         """True when this step holds the stream's very first frame."""
-        return self.state.frames_seen == 0
+        return self.frames_seen == 0
 
     def history(self, key: str) -> Tensor | None:
-        return self.state.history.get(key)
+        """The layer's look-back frames; each layer reads its own once per step."""
+        return self._unread.pop(key, None)
 
     def keep(self, key: str, frames: Tensor) -> None:
         if self.record:
@@ -152,7 +158,7 @@ class StepContext:
 
     def result(self, frames_consumed: int) -> CausalState:
         if not self.record:
-            return CausalState(self.state.frames_seen + frames_consumed, {})
+            return CausalState(self.frames_seen + frames_consumed, {})
         # Layers that saw no frames this step keep their old history.
-        merged = {**self.state.history, **self.updates}
-        return CausalState(self.state.frames_seen + frames_consumed, merged)
+        merged = {**self._unread, **self.updates}
+        return CausalState(self.frames_seen + frames_consumed, merged)

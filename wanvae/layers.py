@@ -19,6 +19,7 @@ _MKLDNN_CONV = getattr(torch, "mkldnn_convolution", None)
 
 
 CHANNELS_LAST = torch.channels_last_3d
+_REDUCED = (torch.float16, torch.bfloat16)
 
 
 def to_layout(x: Tensor) -> Tensor:
@@ -92,7 +93,10 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
             # the first frame of a stream (and every image) is a 2D conv at a third the cost.
             y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, padding=padding[1:])
             return y.unsqueeze(2)
-        return conv3d(prepend_history(x, history, self.lookback), self.weight, self.bias, padding=padding)
+        # Rebinding frees the un-prepended input before the conv allocates its output.
+        x = prepend_history(x, history, self.lookback)
+        del history
+        return conv3d(x, self.weight, self.bias, padding=padding)
 
 
 class RMSNorm(nn.Module):
@@ -108,12 +112,33 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        # Reduced precision normalises in fp32, as the reference does, to keep the norm exact.
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        # F.normalize's x / max(|x|, 1e-12), as one rsqrt of the channel sum of squares:
-        # several times faster than its strided vector_norm, equal to ~1e-7 relative.
-        inv = (xf * xf).sum(1, keepdim=True).clamp_min(1e-24).rsqrt() * self.scale
-        return (xf * inv).to(x.dtype) * self.gamma
+        xf = x.float() if x.dtype in _REDUCED else x
+        return (xf * self._inverse_norm(xf)).to(x.dtype) * self.gamma
+
+    def silu(self, x: Tensor, overwrite: bool = False) -> Tensor:
+        """SiLU(norm(x)), in place on one fresh tensor when no graph is recorded.
+
+        Every residual block and head runs norm then SiLU; fusing them into one
+        allocation and in-place passes saves two full-size tensors and their memory
+        traffic per call (the unfused ops were about a fifth of encode time). With
+        `overwrite`, `x` itself (which the caller no longer needs) holds the result.
+        """
+        if torch.is_grad_enabled():
+            return F.silu(self(x))
+        if x.dtype in _REDUCED:
+            xf = x.float()
+            y = (xf * self._inverse_norm(xf)).to(x.dtype)
+        else:
+            inv = self._inverse_norm(x)
+            y = x.mul_(inv) if overwrite else x * inv
+        return F.silu(y.mul_(self.gamma), inplace=True)
+
+    def _inverse_norm(self, xf: Tensor) -> Tensor:  # [B, 1, ...]
+        # Reduced precision normalises in fp32, as the reference does. F.normalize's
+        # x / max(|x|, 1e-12); with channels contiguous (channels-last) vector_norm is
+        # a fast reduction, 3x less time than squaring into a temporary.
+        inv = torch.linalg.vector_norm(xf, 2, dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
+        return inv.mul_(self.scale) if not inv.requires_grad else inv * self.scale
 
 
 class ResidualBlock(StatefulLayer):
@@ -132,13 +157,15 @@ class ResidualBlock(StatefulLayer):
         self.shortcut = PointwiseConv3d(in_dim, out_dim) if in_dim != out_dim else nn.Identity()
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
-        norm1, act1, conv1, norm2, act2, drop, conv2 = self.residual
+        norm1, _, conv1, norm2, _, drop, conv2 = self.residual  # SiLUs fused into the norms
         h = self.shortcut(x)
         if ctx.seams is not None:  # on a tile the two convs lag by one position each
             h = ctx.seams.delay(h, ctx.tile, self.state_key + ".shortcut", lag=2)
-        x = conv1(act1(norm1(x)), ctx)
-        x = conv2(drop(act2(norm2(x))), ctx)
-        return x + h
+        y = conv1(norm1.silu(x), ctx)
+        # conv1's output is needed only here: normalised in place, and gone before conv2
+        # allocates (one full-size tensor fewer at the block's peak).
+        y = conv2(drop(norm2.silu(y, overwrite=True)), ctx)
+        return y.add_(h)
 
 
 class AttentionBlock(nn.Module):

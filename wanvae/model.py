@@ -58,7 +58,7 @@ class Encoder3d(nn.Module):
         x = to_layout(x)
         for layer in self.middle:
             x = layer(x, ctx)
-        return self.head[2](self.head[1](self.head[0](x)), ctx)
+        return self.head[2](self.head[0].silu(x), ctx)
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.mid_head(self.down(x, ctx), ctx)
@@ -102,7 +102,7 @@ class Decoder3d(nn.Module):
         x = to_layout(x)
         for layer in self.upsamples:
             x = layer(x, ctx)
-        return self.head[2](self.head[1](self.head[0](x)), ctx)
+        return self.head[2](self.head[0].silu(x), ctx)
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.up(self.mid(x, ctx), ctx)
@@ -175,8 +175,7 @@ class WanVAE(nn.Module):
         if state.frames_seen > 0 and n % r != 0:
             raise ValueError(f"encode steps after the first take a multiple of {r} frames, got {n}")
         ctx = StepContext(state, skip_constant=skip_constant)
-        moments = self._moments(self.encoder(video, ctx))
-        return moments, ctx.result(n)
+        return self._moments(self.encoder(video, ctx)), ctx.result(n)
 
     def decode_step(self, latents: Tensor, state: CausalState) -> tuple[Tensor, CausalState]:
         """Continue a decoding stream: raw latents [B, z, t, h, w] -> pixels, new state.
@@ -188,8 +187,9 @@ class WanVAE(nn.Module):
         video = self.decoder(self.conv2(latents), ctx).contiguous()
         return video, ctx.result(latents.shape[2])
 
-    def _moments(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        mean, logvar = self.conv1(h).contiguous().chunk(2, dim=1)
+    def _moments(self, h: Tensor, projected: bool = False) -> tuple[Tensor, Tensor]:
+        """(mean, logvar) from the encoder's output, or from conv1 of it when `projected`."""
+        mean, logvar = (h if projected else self.conv1(h).contiguous()).chunk(2, dim=1)
         # The reference (diffusers' DiagonalGaussianDistribution) clamps here.
         return mean.contiguous(), logvar.clamp(-30.0, 20.0).contiguous()
 
@@ -215,7 +215,8 @@ class WanVAE(nn.Module):
         """`run` over the time chunks of `x` in order, one causal state carried through."""
         state, outs = CausalState(), []
         for frames in chunks:
-            ctx = StepContext(state)
+            # The context holds the only reference, so old histories go as they are used.
+            ctx, state = StepContext(state), None
             outs.append(run(x[:, :, frames], ctx))
             state = ctx.result(frames.stop - frames.start)
         return torch.cat(outs, dim=2)
@@ -233,12 +234,8 @@ class WanVAE(nn.Module):
         r, s = self.config.temporal_ratio, self.config.spatial_ratio
         if grid is None:
             step = self._chunk_frames(b * self.config.dim * h * w * video.element_size(), r)
-            state, means, logvars = CausalState(), [], []
-            for frames in frame_chunks(t, 1, step):
-                (mean, logvar), state = self.encode_step(video[:, :, frames], state)
-                means.append(mean)
-                logvars.append(logvar)
-            return torch.cat(means, dim=2), torch.cat(logvars, dim=2)
+            moments = self._in_chunks(lambda x, ctx: self.conv1(self.encoder(x, ctx)).contiguous(), video, frame_chunks(t, 1, step))
+            return self._moments(moments, projected=True)
         area = max(grid.rows) * max(grid.cols) * s * s
         step = self._chunk_frames(b * self.config.dim * area * video.element_size(), r)
         chunks = frame_chunks(t, 1, step)
@@ -276,11 +273,11 @@ class WanVAE(nn.Module):
         grid = self._grid(tile, h * s, w * s)
         if grid is None:
             step = self._chunk_frames(b * self.config.dim * r * h * w * s * s * z.element_size(), 1)
-            state, outs = CausalState(), []
-            for frames in frame_chunks(t, 1, step):
-                video, state = self.decode_step(z[:, :, frames], state)
-                outs.append(video.clamp_(-1.0, 1.0) if clamp else video)
-            return torch.cat(outs, dim=2)
+            def run(x: Tensor, ctx: StepContext) -> Tensor:
+                video = self.decoder(self.conv2(x), ctx).contiguous()
+                return video.clamp_(-1.0, 1.0) if clamp else video
+
+            return self._in_chunks(run, z, frame_chunks(t, 1, step))
         # Middle block over the whole latent map, then the up path tile by tile.
         area = max(grid.rows) * max(grid.cols) * s * s
         chunks = frame_chunks(t, 1, self._chunk_frames(b * self.config.dim * r * area * z.element_size(), 1))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .heap import bound_heap
 from . import checks, tiling
 from .causal import CausalState, StepContext
 from .model import WanVAE, sample_posterior
@@ -95,6 +96,8 @@ class StreamEncoder:
         self._state = CausalState()  # untiled: the whole encoder; tiled: middle and head
         self._tiles: tiling.TiledStep | None = None
         self._last: Tensor | None = None
+        if vae.device.type == "cpu":
+            bound_heap()  # a long stream would otherwise fragment the heap chunk after chunk
 
     @property
     def state_nbytes(self) -> int:
@@ -158,14 +161,16 @@ class StreamEncoder:
         outs = []
         for chunk in chunks:
             n = chunk.shape[2]
+            # The step's context takes the stream's only reference to its state, so each
+            # layer's old history is freed as soon as it is used (see StepContext).
+            ctx, self._state = StepContext(self._state), None
             if self._tiles is None:
-                (mean, logvar), self._state = vae.encode_step(chunk, self._state)
+                mean, logvar = vae._moments(vae.encoder(chunk, ctx))
             else:
                 s = vae.config.spatial_ratio
                 fmap = self._tiles(vae.encoder.down, chunk, s, (chunk.shape[3] // s, chunk.shape[4] // s))
-                ctx = StepContext(self._state)
                 mean, logvar = vae._moments(vae.encoder.mid_head(fmap, ctx))
-                self._state = ctx.result(n)
+            self._state = ctx.result(n)
             if self.sample:
                 mean = sample_posterior(mean, logvar, self.generator)
             outs.append(vae.normalize(mean))
@@ -194,6 +199,8 @@ class StreamDecoder:
         self._chunker: _Chunker | None = None
         self._state = CausalState()  # untiled: the whole decoder; tiled: conv1 and middle
         self._tiles: tiling.TiledStep | None = None
+        if vae.device.type == "cpu":
+            bound_heap()  # a long stream would otherwise fragment the heap chunk after chunk
 
     @property
     def state_nbytes(self) -> int:
@@ -239,10 +246,11 @@ class StreamDecoder:
         s = vae.config.spatial_ratio
         outs = []
         for z in chunks:
+            ctx, self._state = StepContext(self._state), None  # as in StreamEncoder._run
             if self._tiles is None:
-                video, self._state = vae.decode_step(z, self._state)
+                video = vae.decoder(vae.conv2(z), ctx).contiguous()
+                self._state = ctx.result(z.shape[2])
             else:
-                ctx = StepContext(self._state)
                 fmap = vae.decoder.mid(vae.conv2(z), ctx)
                 self._state = ctx.result(z.shape[2])
                 video = self._tiles(vae.decoder.up, fmap, 1, (z.shape[3] * s, z.shape[4] * s))

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .causal import CausalState, StepContext
+from .heap import bound_heap
 from .seams import Seams, TilePosition
 
 # A tile must reach further than the layers' lag (about 9 latent positions for Wan 2.1),
@@ -124,6 +125,8 @@ def tile_major(
     `x` is [B, C, T, H, W] with H, W = `scale_in` x the grid's units. Returns the stitched
     [B, C', out_frames, *out_hw]. Only the current tile's causal state is alive.
     """
+    if x.device.type == "cpu":
+        bound_heap()  # tiles of unequal shapes would otherwise fragment the heap
     seams = Seams()
     placer = _Placer()
     out: Tensor | None = None
@@ -133,6 +136,7 @@ def tile_major(
         t0 = 0
         for c, frames in enumerate(chunks):
             ctx = StepContext(state, seams=seams, tile=TilePosition(i, j, len(grid.rows), len(grid.cols), c))
+            state = None  # the context's is the only reference: old histories go as used
             y = run(block[:, :, frames], ctx)
             state = ctx.result(frames.stop - frames.start)
             if out is None:
@@ -165,7 +169,7 @@ class TiledStep:
         out: Tensor | None = None
         rows_n, cols_n = len(self.grid.rows), len(self.grid.cols)
         for i, j, rows, cols in self.grid.blocks():
-            ctx = StepContext(self.states[i, j], seams=seams, tile=TilePosition(i, j, rows_n, cols_n, self.chunk))
+            ctx = StepContext(self.states.pop((i, j)), seams=seams, tile=TilePosition(i, j, rows_n, cols_n, self.chunk))
             y = run(x[:, :, :, rows.start * scale_in : rows.stop * scale_in, cols.start * scale_in : cols.stop * scale_in], ctx)
             self.states[i, j] = ctx.result(x.shape[2])
             if out is None:
