@@ -20,6 +20,7 @@ def vae64():
     [
         (272, 264, 128),  # 2 x 2 tiles, sizes not multiples of the tile
         (400, 392, 128),  # 3 x 3: interior tiles with seams on all four sides
+        (392, 400, 128),  # the same, wider than tall: visited column by column
         (136, 392, (128, 512)),  # split along W only
         (392, 136, (512, 128)),  # split along H only
     ],
@@ -32,7 +33,7 @@ def test_tiled_encode_equals_untiled(vae64, height, width, tile):
     torch.testing.assert_close(vae64.encode(x, tile=tile), ref, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize(("h", "w", "tile"), [(34, 33, 128), (50, 49, 128), (17, 49, (128, 256))])
+@pytest.mark.parametrize(("h", "w", "tile"), [(34, 33, 128), (50, 49, 128), (49, 50, 128), (17, 49, (128, 256))])
 def test_tiled_decode_equals_untiled(vae64, h, w, tile):
     z = torch.randn(1, 16, 2, h, w, generator=torch.Generator().manual_seed(52), dtype=torch.float64)
     ref = vae64.decode(z, clamp=False)
@@ -44,6 +45,17 @@ def test_tiled_float32_within_1e_5(tiny_vae):
     assert (tiny_vae.encode(x, tile=128) - tiny_vae.encode(x)).abs().max() < 1e-5
     z = torch.randn(1, 16, 3, 34, 33, generator=torch.Generator().manual_seed(54))
     assert (tiny_vae.decode(z, tile=128, clamp=False) - tiny_vae.decode(z, clamp=False)).abs().max() < 1e-5
+
+
+def test_tiles_go_along_the_longer_side_first():
+    # Each tile after its upper and left neighbours (what exactness needs); the seams
+    # kept between rows (or columns) then span the shorter side.
+    wide = [(i, j) for i, j, _, _ in tiling.TileGrid((30, 30), (40, 40, 40)).blocks()]
+    tall = [(i, j) for i, j, _, _ in tiling.TileGrid((40, 40, 40), (30, 30)).blocks()]
+    assert wide == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
+    assert tall == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    spans = {(i, j): (r, c) for i, j, r, c in tiling.TileGrid((30, 30), (40, 40, 40)).blocks()}
+    assert spans[1, 2] == (slice(30, 60), slice(80, 120))
 
 
 def test_split_axis_keeps_tiles_big_enough():

@@ -44,13 +44,20 @@ class TileGrid:
         return len(self.rows) * len(self.cols)
 
     def blocks(self) -> Iterator[tuple[int, int, slice, slice]]:
-        y = 0
-        for i, h in enumerate(self.rows):
-            x = 0
-            for j, w in enumerate(self.cols):
-                yield i, j, slice(y, y + h), slice(x, x + w)
-                x += w
-            y += h
+        """(row, col, rows, cols) of every tile, in the order that keeps the fewest seams.
+
+        Any order that visits a tile after its upper and left neighbours is exact. Row by
+        row, the seams handed down span the full width until the next row takes them;
+        column by column they span the height. Going along the longer side first keeps
+        the shorter seams (they are kept for every frame of a tile-major pass).
+        """
+        row_starts = [sum(self.rows[:i]) for i in range(len(self.rows))]
+        col_starts = [sum(self.cols[:j]) for j in range(len(self.cols))]
+        cells = [(i, j) for i in range(len(self.rows)) for j in range(len(self.cols))]
+        if sum(self.cols) > sum(self.rows):  # wider than tall: column by column
+            cells.sort(key=lambda ij: (ij[1], ij[0]))
+        for i, j in cells:
+            yield i, j, slice(row_starts[i], row_starts[i] + self.rows[i]), slice(col_starts[j], col_starts[j] + self.cols[j])
 
 
 def split_axis(size: int, tile: int, minimum: int) -> tuple[int, ...]:
