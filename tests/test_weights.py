@@ -165,3 +165,32 @@ def test_real_checkpoint_round_trips_a_smooth_clip():
     mse = (out - video).pow(2).mean().item()
     psnr = 10 * torch.log10(torch.tensor(4.0 / mse)).item()
     assert psnr > 30, psnr
+
+
+def test_half_models_load_only_their_half_and_give_the_same_numbers(tmp_path, tiny_vae):
+    path = tmp_path / "m.safetensors"
+    wanvae.save(tiny_vae, path)
+    enc = wanvae.load(path, parts="encoder")
+    dec = wanvae.load(path, parts="decoder")
+    assert all(k.startswith(("encoder.", "conv1.")) for k in enc.state_dict())
+    assert all(k.startswith(("decoder.", "conv2.")) for k in dec.state_dict())
+    assert len(enc.state_dict()) + len(dec.state_dict()) == len(tiny_vae.state_dict())
+    x = random_video(1, 5, 32, 32, seed=7)
+    z = tiny_vae.encode(x)
+    assert torch.equal(enc.encode(x), z)
+    assert torch.equal(dec.decode(z), tiny_vae.decode(z))
+    with pytest.raises(ValueError, match="holds only the encoder .* to decode"):
+        enc.decode(z)
+    with pytest.raises(ValueError, match="holds only the decoder .* to encode"):
+        wanvae.StreamEncoder(dec)
+    with pytest.raises(ValueError, match="a checkpoint needs both halves"):
+        wanvae.save(enc, tmp_path / "half.safetensors")
+    with pytest.raises(ValueError, match="parts must be one of"):
+        wanvae.WanVAE(TINY, parts="middle")
+
+
+def test_a_half_load_still_refuses_an_incomplete_checkpoint(tmp_path, tiny_vae):
+    state = {k: v.contiguous() for k, v in tiny_vae.state_dict().items() if not k.startswith("decoder.head.")}
+    save_file(state, str(tmp_path / "cut.safetensors"), metadata={"wanvae_config": TINY.to_json()})
+    with pytest.raises(CheckpointError, match="missing: decoder.head"):
+        wanvae.load(tmp_path / "cut.safetensors", parts="encoder")

@@ -61,7 +61,7 @@ def resolve_weights(args) -> str:
     return path
 
 
-def load_model(args):
+def load_model(args, parts: str = "all"):
     import torch
 
     import wanvae
@@ -69,7 +69,7 @@ def load_model(args):
     path = resolve_weights(args)
     dtype = getattr(torch, DTYPES[args.dtype])
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    vae = wanvae.load(path, device=device, dtype=dtype)
+    vae = wanvae.load(path, device=device, dtype=dtype, parts=parts)
     return vae, path
 
 
@@ -128,7 +128,7 @@ def cmd_encode(args) -> int:
     check_output(out, args.overwrite)
     resolve_weights(args)
     info = probe(args.input)  # a missing, corrupt or stream-less file fails before weights load
-    vae, weights = load_model(args)
+    vae, weights = load_model(args, parts="encoder")
     info, plan, size = plan_encode(args.input, vae, info=info, **encode_options(args))
     started = time.perf_counter()
     bar = progress_bar(args, plan.count, "frame", Path(args.input).name)
@@ -161,7 +161,7 @@ def cmd_decode(args) -> int:
     latents, meta = wanvae.load_latents(args.latents)
     out = Path(args.out) if args.out else Path(Path(args.latents).stem + (".png" if latents.shape[2] == 1 else ".mp4"))
     check_output(out, args.overwrite)
-    vae, _ = load_model(args)
+    vae, _ = load_model(args, parts="decoder")
     if latents.shape[1] != vae.config.z_dim:
         raise UsageError(f"{args.latents}: latents have {latents.shape[1]} channels, the checkpoint's decoder takes {vae.config.z_dim}")
     fps = args.fps or float(meta.get("fps") or 16.0)

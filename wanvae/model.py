@@ -108,16 +108,26 @@ class Decoder3d(nn.Module):
         return self.up(self.mid(x, ctx), ctx)
 
 
+PARTS = ("all", "encoder", "decoder")
+
+
 class WanVAE(nn.Module):
     """The Wan 2.1 video VAE. Parameter names are the original checkpoint's keys."""
 
-    def __init__(self, config: VAEConfig | None = None) -> None:
+    def __init__(self, config: VAEConfig | None = None, parts: str = "all") -> None:
+        """`parts`: 'all', or 'encoder' / 'decoder' for a half that only encodes or decodes
+        (the full model's encoder is 204 MB of fp32 weights, its decoder 280 MB)."""
         super().__init__()
+        if parts not in PARTS:
+            raise ValueError(f"parts must be one of {PARTS}, got {parts!r}")
         self.config = config = config or VAEConfig()
-        self.encoder = Encoder3d(config)
-        self.conv1 = PointwiseConv3d(2 * config.z_dim, 2 * config.z_dim)  # moments -> moments
-        self.conv2 = PointwiseConv3d(config.z_dim, config.z_dim)  # latents -> decoder input
-        self.decoder = Decoder3d(config)
+        self.parts = parts
+        if parts != "decoder":
+            self.encoder = Encoder3d(config)
+            self.conv1 = PointwiseConv3d(2 * config.z_dim, 2 * config.z_dim)  # moments -> moments
+        if parts != "encoder":
+            self.conv2 = PointwiseConv3d(config.z_dim, config.z_dim)  # latents -> decoder input
+            self.decoder = Decoder3d(config)
         # Not persistent: the checkpoint has no such tensors, and the config carries them.
         shape = (1, config.z_dim, 1, 1, 1)
         self.register_buffer("latents_mean", torch.empty(shape), persistent=False)
@@ -136,11 +146,17 @@ class WanVAE(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.conv1.weight.device
+        return self.latents_mean.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.conv1.weight.dtype
+        return self.latents_mean.dtype
+
+    def require(self, part: str) -> None:
+        """Refuse to encode with a decoder-only model, or to decode with an encoder-only one."""
+        if self.parts not in ("all", part):
+            verb = "encode" if part == "encoder" else "decode"
+            raise ValueError(f"this WanVAE holds only the {self.parts} (parts={self.parts!r}); load it with parts='all' or '{part}' to {verb}")
 
     def stateful_layers(self, part: str) -> list[str]:
         """Module paths of the layers that keep history in `part` ('encoder' or 'decoder')."""
@@ -168,6 +184,7 @@ class WanVAE(nn.Module):
         The stream's first step takes 1 + 4k frames, later steps 4k frames (k >= 0, for the
         Wan config), so every latent frame is complete when returned.
         """
+        self.require("encoder")
         r = self.config.temporal_ratio
         n = video.shape[2]
         if state.frames_seen == 0 and n % r != 1 % r:
@@ -183,6 +200,7 @@ class WanVAE(nn.Module):
         Unclamped. The stream's first latent frame gives one pixel frame, every later one
         gives four (for the Wan config).
         """
+        self.require("decoder")
         ctx = StepContext(state)
         video = self.decoder(self.conv2(latents), ctx).contiguous()
         return video, ctx.result(latents.shape[2])
@@ -200,7 +218,7 @@ class WanVAE(nn.Module):
 
     def _bytes_per_pixel(self) -> float:
         """Rough working set of a tile per pixel (causal state plus one chunk's activations)."""
-        return 48 * self.config.dim * self.conv1.weight.element_size()
+        return 48 * self.config.dim * self.latents_mean.element_size()
 
     def _grid(self, tile: TileArg, height: int, width: int) -> tiling.TileGrid | None:
         tile_px = tiling.parse_tile(tile, height, width, self._bytes_per_pixel())
@@ -228,6 +246,7 @@ class WanVAE(nn.Module):
         An image batch [B, 3, H, W] is taken as one-frame clips. `tile` (pixels: an int, a
         (w, h) pair, or 'auto') runs the down path tile by tile; the result is the same.
         """
+        self.require("encoder")
         video = checks.check_video(video, self.config, self.dtype)
         b, _, t, h, w = video.shape
         grid = self._grid(tile, h, w)
@@ -266,6 +285,7 @@ class WanVAE(nn.Module):
         Clamped to [-1, 1] like the reference's decode, unless `clamp=False`. `tile`
         (output pixels) runs the up path tile by tile; the result is the same.
         """
+        self.require("decoder")
         latents = checks.check_latents(latents, self.config, self.dtype)
         z = self.denormalize(latents)
         b, _, t, h, w = z.shape
@@ -298,6 +318,7 @@ class WanVAE(nn.Module):
         same frame at every step: it is computed once instead of per frame. Once a step
         leaves the causal state exactly as it found it, the remaining steps are copies.
         """
+        self.require("encoder")
         first = checks.check_video(first, self.config, self.dtype)
         if first.shape[2] != 1:
             raise ValueError(f"first must be one frame, [B, 3, H, W] (or [B, 3, 1, H, W]); got {tuple(first.shape)}")

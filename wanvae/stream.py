@@ -78,6 +78,7 @@ class StreamEncoder:
         generator: torch.Generator | None = None,
         chunk: int | None = None,
     ) -> None:
+        vae.require("encoder")
         r = vae.config.temporal_ratio
         if chunk is not None and (chunk < r or chunk % r):
             raise ValueError(f"chunk must be a positive multiple of {r} frames, got {chunk}")
@@ -191,6 +192,7 @@ class StreamDecoder:
     """
 
     def __init__(self, vae: WanVAE, tile: TileArg = None, *, clamp: bool = True) -> None:
+        vae.require("decoder")
         self.vae, self.tile, self.clamp = vae, tile, clamp
         self.latents_in = 0
         self.frames_out = 0

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -246,12 +246,20 @@ def infer_config(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | No
 def load_state_dict_strict(vae: WanVAE, tensors: Mapping[str, Tensor], source: str = "checkpoint") -> None:
     """Copy tensors into `vae`, refusing any missing, unexpected or mis-shaped key."""
     expected = vae.state_dict()
+    _check_keys(expected.keys(), tensors, source, {k: tuple(v.shape) for k, v in expected.items()})
+    vae.load_state_dict(tensors, strict=True)
+
+
+def _check_keys(expected: Iterable[str], tensors: Mapping[str, Tensor], source: str, shapes: Mapping[str, tuple] | None = None) -> None:
+    """Raise CheckpointError naming missing, unexpected or (given `shapes`) mis-shaped keys."""
+    expected = list(expected)
+    shapes = shapes or {}
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
     misshaped = [
-        f"{k} {tuple(tensors[k].shape)} (model wants {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in tensors and tensors[k].shape != v.shape
+        f"{k} {tuple(tensors[k].shape)} (model wants {shape})"
+        for k, shape in shapes.items()
+        if k in tensors and tuple(tensors[k].shape) != shape
     ]
     problems = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
@@ -260,21 +268,32 @@ def load_state_dict_strict(vae: WanVAE, tensors: Mapping[str, Tensor], source: s
             problems.append(f"{label}: {shown}")
     if problems:
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
-    vae.load_state_dict(tensors, strict=True)
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> WanVAE:
+def load(
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, parts: str = "all"
+) -> WanVAE:
     """A `WanVAE` from an original `.pth`/`.safetensors` or a diffusers folder/file.
 
     The config comes from the file's metadata, or is inferred from the tensor shapes.
+    `parts='encoder'` (or 'decoder') keeps only that half: the other's weights are read,
+    checked to be there, and dropped, so an encoding job does not hold the decoder.
     """
     tensors, metadata, _ = read_checkpoint(path)
     try:
         cfg = infer_config(tensors, metadata)
     except (KeyError, ValueError, UnboundLocalError) as e:
         raise CheckpointError(f"{path}: cannot work out the model config from the checkpoint ({e})") from e
+    if parts != "all":
+        # The whole checkpoint must still fit the full model: a half load is no excuse
+        # for accepting a file with missing or stray tensors.
+        with torch.device("meta"):
+            full_keys = WanVAE(cfg).state_dict().keys()
+        _check_keys(full_keys, tensors, str(path))
+        keep = ("encoder.", "conv1.") if parts == "encoder" else ("decoder.", "conv2.")
+        tensors = {k: v for k, v in tensors.items() if k.startswith(keep)}
     with torch.device("meta"):
-        vae = WanVAE(cfg)
+        vae = WanVAE(cfg, parts=parts)
     vae = vae.to_empty(device="cpu")
     vae.reset_latent_stats()
     load_state_dict_strict(vae, tensors, source=str(path))
@@ -293,6 +312,8 @@ def save(vae: WanVAE, path: str | os.PathLike, format: str = "original") -> Path
     from safetensors.torch import save_file
 
     path = Path(path)
+    if getattr(vae, "parts", "all") != "all":
+        raise ValueError(f"this WanVAE holds only the {vae.parts}: a checkpoint needs both halves (load with parts='all')")
     state = {k: v.detach().contiguous().cpu() for k, v in vae.state_dict().items()}
     cfg = vae.config
     metadata = {CONFIG_KEY: cfg.to_json(), "format": "wanvae-original", "wanvae_version": __version__}

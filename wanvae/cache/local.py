@@ -11,7 +11,7 @@ from .run import CacheRun, init_worker, load_clip, plan_one
 
 def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype) -> None:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    vae = load(weights, device=device, dtype=dtype)
+    vae = load(weights, device=device, dtype=dtype, parts="encoder")
     # spawn: no forked copy of this process's threads or model; tensors come back through
     # shared memory (torch.multiprocessing), not pickled copies.
     ctx = mp.get_context("spawn")

@@ -31,7 +31,7 @@ class _Encoder:
 
         torch.set_num_threads(max(1, threads))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.vae = load(weights, device=self.device, dtype=getattr(torch, dtype))
+        self.vae = load(weights, device=self.device, dtype=getattr(torch, dtype), parts="encoder")
         self.tile = tile
 
     def encode(self, item):
