@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 
-def _clip(text: str) -> tuple[int, int, int]:
-    import argparse
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1, got {text}")
+    return value
 
+
+def _clip(text: str) -> tuple[int, int, int]:
     try:
         w, h, t = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -38,6 +47,8 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--val", metavar="DIR", help="held-out images or videos, checked every --val-every steps")
     p.add_argument("--val-every", type=int, default=200)
     p.add_argument("--val-clip", type=_clip, default=None, metavar="WxHxT", help="validation clip size (default: --clip)")
+    p.add_argument("--procedural", type=_share, default=0.15, metavar="P", help="share of procedural scenes (default 0.15)")
+    p.add_argument("--dead-leaves", type=_share, default=0.35, metavar="P", help="share of dead-leaves pictures in camera motion (default 0.35)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
     p.set_defaults(run=run)
@@ -72,6 +83,8 @@ def run(args) -> int:
         val_every=args.val_every,
         decoder_only=args.decoder_only,
         val_clip=args.val_clip,
+        procedural=args.procedural,
+        dead_leaves=args.dead_leaves,
     )
     bar = progress_bar(args, args.steps, "step", out.name)
 
