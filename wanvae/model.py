@@ -212,8 +212,14 @@ class WanVAE(nn.Module):
         return mean.contiguous(), logvar.clamp(-30.0, 20.0).contiguous()
 
     # ---- whole clips ----------------------------------------------------------------------
-    def _chunk_frames(self, frames_bytes: int, multiple: int) -> int:
-        """Frames per time chunk so that one full-resolution activation stays near CHUNK_BYTES."""
+    def _chunk_frames(self, frames_bytes: int, multiple: int, tiled: bool = False) -> int:
+        """Frames per time chunk so that one full-resolution activation stays near CHUNK_BYTES.
+
+        Tiled passes take the shortest chunk: tiling is asked for to bound memory, and a
+        smaller tile should then mean smaller activations, not longer chunks of the same size.
+        """
+        if tiled:
+            return multiple
         return max(multiple, CHUNK_BYTES // max(frames_bytes, 1) // multiple * multiple)
 
     def _bytes_per_pixel(self) -> float:
@@ -256,7 +262,7 @@ class WanVAE(nn.Module):
             moments = self._in_chunks(lambda x, ctx: self.conv1(self.encoder(x, ctx)).contiguous(), video, frame_chunks(t, 1, step))
             return self._moments(moments, projected=True)
         area = max(grid.rows) * max(grid.cols) * s * s
-        step = self._chunk_frames(b * self.config.dim * area * video.element_size(), r)
+        step = self._chunk_frames(b * self.config.dim * area * video.element_size(), r, tiled=True)
         chunks = frame_chunks(t, 1, step)
         fmap = tiling.tile_major(self.encoder.down, video, grid, s, chunks, self.config.latent_frames(t), (h // s, w // s))
         # The same time chunks at latent rate, so a tiled stream gives these very numbers.
@@ -300,7 +306,7 @@ class WanVAE(nn.Module):
             return self._in_chunks(run, z, frame_chunks(t, 1, step))
         # Middle block over the whole latent map, then the up path tile by tile.
         area = max(grid.rows) * max(grid.cols) * s * s
-        chunks = frame_chunks(t, 1, self._chunk_frames(b * self.config.dim * r * area * z.element_size(), 1))
+        chunks = frame_chunks(t, 1, self._chunk_frames(b * self.config.dim * r * area * z.element_size(), 1, tiled=True))
         fmap = self._in_chunks(self.decoder.mid, self.conv2(z), chunks)
         out = tiling.tile_major(self.decoder.up, fmap, grid, 1, chunks, self.config.pixel_frames(t), (h * s, w * s))
         return out.clamp_(-1.0, 1.0) if clamp else out
