@@ -192,7 +192,7 @@ class WanVAE(nn.Module):
         if state.frames_seen > 0 and n % r != 0:
             raise ValueError(f"encode steps after the first take a multiple of {r} frames, got {n}")
         ctx = StepContext(state, skip_constant=skip_constant)
-        return self._moments(self.encoder(video, ctx)), ctx.result(n)
+        return self._moments(self._encode_chunk(video, ctx), projected=True), ctx.result(n)
 
     def decode_step(self, latents: Tensor, state: CausalState) -> tuple[Tensor, CausalState]:
         """Continue a decoding stream: raw latents [B, z, t, h, w] -> pixels, new state.
@@ -202,8 +202,15 @@ class WanVAE(nn.Module):
         """
         self.require("decoder")
         ctx = StepContext(state)
-        video = self.decoder(self.conv2(latents), ctx).contiguous()
-        return video, ctx.result(latents.shape[2])
+        return self._decode_chunk(latents, ctx), ctx.result(latents.shape[2])
+
+    def _encode_chunk(self, video: Tensor, ctx: StepContext) -> Tensor:
+        """Pixels to conv1's projected moments [B, 2z, t, h, w]: one step, any caller's context."""
+        return self.conv1(self.encoder(video, ctx)).contiguous()
+
+    def _decode_chunk(self, z: Tensor, ctx: StepContext) -> Tensor:
+        """Raw latents to unclamped pixels: one step, any caller's context."""
+        return self.decoder(self.conv2(z), ctx).contiguous()
 
     def _moments(self, h: Tensor, projected: bool = False) -> tuple[Tensor, Tensor]:
         """(mean, logvar) from the encoder's output, or from conv1 of it when `projected`."""
@@ -259,8 +266,7 @@ class WanVAE(nn.Module):
         r, s = self.config.temporal_ratio, self.config.spatial_ratio
         if grid is None:
             step = self._chunk_frames(b * self.config.dim * h * w * video.element_size(), r)
-            moments = self._in_chunks(lambda x, ctx: self.conv1(self.encoder(x, ctx)).contiguous(), video, frame_chunks(t, 1, step))
-            return self._moments(moments, projected=True)
+            return self._moments(self._in_chunks(self._encode_chunk, video, frame_chunks(t, 1, step)), projected=True)
         area = max(grid.rows) * max(grid.cols) * s * s
         step = self._chunk_frames(b * self.config.dim * area * video.element_size(), r, tiled=True)
         chunks = frame_chunks(t, 1, step)
@@ -299,11 +305,8 @@ class WanVAE(nn.Module):
         grid = self._grid(tile, h * s, w * s)
         if grid is None:
             step = self._chunk_frames(b * self.config.dim * r * h * w * s * s * z.element_size(), 1)
-            def run(x: Tensor, ctx: StepContext) -> Tensor:
-                video = self.decoder(self.conv2(x), ctx).contiguous()
-                return video.clamp_(-1.0, 1.0) if clamp else video
-
-            return self._in_chunks(run, z, frame_chunks(t, 1, step))
+            out = self._in_chunks(self._decode_chunk, z, frame_chunks(t, 1, step))
+            return out.clamp_(-1.0, 1.0) if clamp else out
         # Middle block over the whole latent map, then the up path tile by tile.
         area = max(grid.rows) * max(grid.cols) * s * s
         chunks = frame_chunks(t, 1, self._chunk_frames(b * self.config.dim * r * area * z.element_size(), 1, tiled=True))

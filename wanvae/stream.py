@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .heap import bound_heap
 from . import checks, tiling
 from .causal import CausalState, StepContext
+from .heap import bound_heap
 from .model import WanVAE, sample_posterior
 from .tiling import TileArg
 
@@ -166,7 +166,7 @@ class StreamEncoder:
             # layer's old history is freed as soon as it is used (see StepContext).
             ctx, self._state = StepContext(self._state), None
             if self._tiles is None:
-                mean, logvar = vae._moments(vae.encoder(chunk, ctx))
+                mean, logvar = vae._moments(vae._encode_chunk(chunk, ctx), projected=True)
             else:
                 s = vae.config.spatial_ratio
                 fmap = self._tiles(vae.encoder.down, chunk, s, (chunk.shape[3] // s, chunk.shape[4] // s))
@@ -250,7 +250,7 @@ class StreamDecoder:
         for z in chunks:
             ctx, self._state = StepContext(self._state), None  # as in StreamEncoder._run
             if self._tiles is None:
-                video = vae.decoder(vae.conv2(z), ctx).contiguous()
+                video = vae._decode_chunk(z, ctx)
                 self._state = ctx.result(z.shape[2])
             else:
                 fmap = vae.decoder.mid(vae.conv2(z), ctx)
