@@ -65,6 +65,37 @@ def test_split_axis_keeps_tiles_big_enough():
     assert sum(tiling.split_axis(135, 32, 16)) == 135
 
 
+def test_balance_moves_the_lag_from_the_last_tile_to_the_first():
+    assert tiling.balance((17, 17, 16), 12) == (29, 17, 4)
+    assert tiling.balance((17, 16), 20) == (32, 1)  # the last tile keeps one position
+    assert tiling.balance((40,), 12) == (40,)
+    assert tiling.balance((17, 16), 0) == (17, 16)
+
+
+def test_decoder_tiles_each_emit_about_a_tile(vae64):
+    # The up path's output trails its block by 98 px: unbalanced, 128-px tiles would emit
+    # 38 px (first) to 226 px (last, which flushes), and the last would hold 3x the state.
+    assert vae64.decoder.up_lag() == 98
+    h, w = 34, 50
+    grid = vae64._grid(128, 8 * h, 8 * w, part="decoder")
+    assert grid.cols == (29, 17, 4) and grid.rows == (29, 5)
+    z = torch.randn(1, 16, 2, h, w, generator=torch.Generator().manual_seed(55), dtype=torch.float64)
+    fmap = vae64.decoder.mid(vae64.conv2(z), tiling.StepContext(tiling.CausalState()))
+    sizes = []
+
+    def run(x, ctx):
+        y = vae64.decoder.up(x, ctx)
+        sizes.append(tuple(y.shape[3:]))
+        return y
+
+    out = tiling.tile_major(run, fmap, grid, 1, [slice(0, 2)], 5, (8 * h, 8 * w))
+    heights = {size[0] for size in sizes}
+    widths = {size[1] for size in sizes}
+    assert heights == {134, 138} and widths == {134, 136, 130}
+    whole = vae64.decoder(vae64.conv2(z), tiling.StepContext(tiling.CausalState()))
+    torch.testing.assert_close(out, whole, atol=1e-12, rtol=0)
+
+
 def test_tile_argument_forms(tiny_vae):
     assert tiling.parse_tile(None, 720, 1280, 1.0) is None
     assert tiling.parse_tile(256, 720, 1280, 1.0) == (256, 256)

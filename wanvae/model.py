@@ -107,6 +107,20 @@ class Decoder3d(nn.Module):
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.up(self.mid(x, ctx), ctx)
 
+    def up_lag(self) -> int:
+        """Output pixels by which a tile's up-path output trails its block (98 for Wan 2.1).
+
+        Each 3x3 conv lags one position at its own scale and an up-sampler doubles what
+        came before it; the tile planner uses this to even out the tiles' outputs.
+        """
+        lag = 0
+        for layer in self.upsamples:
+            if isinstance(layer, ResidualBlock):
+                lag += 2
+            elif isinstance(layer, Resample):
+                lag = 2 * lag + 1
+        return lag + 1  # the head's conv
+
 
 PARTS = ("all", "encoder", "decoder")
 
@@ -233,13 +247,16 @@ class WanVAE(nn.Module):
         """Rough working set of a tile per pixel (causal state plus one chunk's activations)."""
         return 48 * self.config.dim * self.latents_mean.element_size()
 
-    def _grid(self, tile: TileArg, height: int, width: int) -> tiling.TileGrid | None:
+    def _grid(self, tile: TileArg, height: int, width: int, part: str = "encoder") -> tiling.TileGrid | None:
         tile_px = tiling.parse_tile(tile, height, width, self._bytes_per_pixel())
         if tile_px is None:
             return None
         if self.config.attn_scales:
             raise ValueError("tiling needs a spatially local down/up path: attn_scales must be empty")
-        grid = tiling.plan(height, width, tile_px, self.config.spatial_ratio)
+        # The encoder's memory peaks at full resolution, where its tiles are their blocks; the
+        # decoder's peaks at its output, which trails the blocks by the up path's lag.
+        lag = round(self.decoder.up_lag() / self.config.spatial_ratio) if part == "decoder" else 0
+        grid = tiling.plan(height, width, tile_px, self.config.spatial_ratio, lag)
         return grid if len(grid) > 1 else None
 
     def _in_chunks(self, run, x: Tensor, chunks: list[slice]) -> Tensor:
@@ -302,7 +319,7 @@ class WanVAE(nn.Module):
         z = self.denormalize(latents)
         b, _, t, h, w = z.shape
         s, r = self.config.spatial_ratio, self.config.temporal_ratio
-        grid = self._grid(tile, h * s, w * s)
+        grid = self._grid(tile, h * s, w * s, part="decoder")
         if grid is None:
             step = self._chunk_frames(b * self.config.dim * r * h * w * s * s * z.element_size(), 1)
             out = self._in_chunks(self._decode_chunk, z, frame_chunks(t, 1, step))

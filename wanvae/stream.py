@@ -213,7 +213,7 @@ class StreamDecoder:
         b, _, _, h, w = z.shape
         self._shape = (b, h, w)
         s, r = vae.config.spatial_ratio, vae.config.temporal_ratio
-        grid = vae._grid(self.tile, h * s, w * s)
+        grid = vae._grid(self.tile, h * s, w * s, part="decoder")
         if grid is None:
             area = h * w * s * s
         else:
