@@ -152,6 +152,11 @@ class StepContext:
         """The layer's look-back frames; each layer reads its own once per step."""
         return self._unread.pop(key, None)
 
+    def restore(self, key: str, frames: Tensor | None) -> None:
+        """Put back a history read by `history` but not used (so a later read finds it)."""
+        if frames is not None:
+            self._unread[key] = frames
+
     def keep(self, key: str, frames: Tensor) -> None:
         if self.record:
             self.updates[key] = frames
