@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from . import checks, tiling
 from .causal import CausalState, StepContext
 from .config import VAEConfig
+from .heap import reuse_heap
 from .tiling import TileArg
 from .layers import AttentionBlock, CausalConv3d, PointwiseConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer, to_layout
 
@@ -58,7 +59,7 @@ class Encoder3d(nn.Module):
         x = to_layout(x)
         for layer in self.middle:
             x = layer(x, ctx)
-        return self.head[2](self.head[0].silu(x), ctx)
+        return self.head[2](x, ctx, pre=self.head[0].silu)
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.mid_head(self.down(x, ctx), ctx)
@@ -102,7 +103,7 @@ class Decoder3d(nn.Module):
         x = to_layout(x)
         for layer in self.upsamples:
             x = layer(x, ctx)
-        return self.head[2](self.head[0].silu(x), ctx)
+        return self.head[2](x, ctx, pre=self.head[0].silu)
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.up(self.mid(x, ctx), ctx)
@@ -283,7 +284,8 @@ class WanVAE(nn.Module):
         r, s = self.config.temporal_ratio, self.config.spatial_ratio
         if grid is None:
             step = self._chunk_frames(b * self.config.dim * h * w * video.element_size(), r)
-            return self._moments(self._in_chunks(self._encode_chunk, video, frame_chunks(t, 1, step)), projected=True)
+            with reuse_heap(video.device.type == "cpu"):
+                return self._moments(self._in_chunks(self._encode_chunk, video, frame_chunks(t, 1, step)), projected=True)
         area = max(grid.rows) * max(grid.cols) * s * s
         step = self._chunk_frames(b * self.config.dim * area * video.element_size(), r, tiled=True)
         chunks = frame_chunks(t, 1, step)
@@ -322,7 +324,8 @@ class WanVAE(nn.Module):
         grid = self._grid(tile, h * s, w * s, part="decoder")
         if grid is None:
             step = self._chunk_frames(b * self.config.dim * r * h * w * s * s * z.element_size(), 1)
-            out = self._in_chunks(self._decode_chunk, z, frame_chunks(t, 1, step))
+            with reuse_heap(z.device.type == "cpu"):
+                out = self._in_chunks(self._decode_chunk, z, frame_chunks(t, 1, step))
             return out.clamp_(-1.0, 1.0) if clamp else out
         # Middle block over the whole latent map, then the up path tile by tile.
         area = max(grid.rows) * max(grid.cols) * s * s
@@ -357,6 +360,11 @@ class WanVAE(nn.Module):
                 raise ValueError(f"last must be one frame shaped like first {tuple(first.shape)}; got {tuple(last.shape)}")
             if num_frames < 1 + r:
                 raise ValueError(f"first-and-last conditioning needs at least {1 + r} frames, got {num_frames}")
+        with reuse_heap(first.device.type == "cpu"):
+            return self._encode_conditioning(first, last, num_frames, return_steps)
+
+    def _encode_conditioning(self, first: Tensor, last: Tensor | None, num_frames: int, return_steps: bool):
+        r = self.config.temporal_ratio
         (mean, _), state = self.encode_step(first, CausalState())
         means = [mean]
         blank = torch.zeros_like(first).expand(-1, -1, r, -1, -1).contiguous()
