@@ -185,3 +185,25 @@ def test_attention_runs_on_the_fused_kernel_never_the_full_matrix(channels_last)
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
             fused = block(x)
     torch.testing.assert_close(fused, ref)
+
+
+def test_conditioning_computes_each_constant_frame_once(tiny_vae, monkeypatch):
+    """Most of an image-to-video clip's convs see a repeated frame: the work has to drop."""
+    import wanvae.layers as layers
+
+    macs = [0]
+    conv3d = layers.conv3d
+
+    def counting(x, weight, *args, **kwargs):
+        y = conv3d(x, weight, *args, **kwargs)
+        macs[0] += y.numel() * weight[0].numel()
+        return y
+
+    monkeypatch.setattr(layers, "conv3d", counting)
+    first = random_video(1, 1, 32, 32, seed=19)[:, :, 0]
+    tiny_vae.encode_conditioning(first, num_frames=81)
+    conditioning, macs[0] = macs[0], 0
+    tiny_vae.encode(torch.cat([first[:, :, None], torch.zeros(1, 3, 80, 32, 32)], dim=2))
+    # Each layer computes up to where its input turns constant, then one frame: about a
+    # quarter of the work at 81 frames (the deep, low-rate layers turn constant last).
+    assert conditioning < 0.3 * macs[0], conditioning / macs[0]

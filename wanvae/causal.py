@@ -97,16 +97,17 @@ def prepend_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
     return torch.cat([*parts, x], dim=2)
 
 
-def constant_window(x: Tensor, history: Tensor | None, lookback: int) -> bool:
-    """True when history (all `lookback` frames of it) and every frame of `x` are one same frame.
+def constant_tail(s: Tensor) -> int:
+    """Index of the first frame of `s`'s constant tail: s[:, :, i:] are all one same frame."""
+    i = s.shape[2] - 1
+    while i > 0 and torch.equal(s[:, :, i - 1], s[:, :, -1]):
+        i -= 1
+    return i
 
-    Then a temporal conv's output is that conv over the repeated frame, at every step:
-    computing it once is exact.
-    """
-    if history is None or history.shape[2] < lookback:
-        return False
-    first = history[:, :, :1]
-    return torch.equal(history, first.expand_as(history)) and torch.equal(x, first.expand_as(x))
+
+def tail_key(key: str) -> str:
+    """Where a layer keeps the output frame of its constant tail (see `CausalConv3d`)."""
+    return key + ".tail"
 
 
 def roll_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .causal import StepContext, constant_window, prepend_history, roll_history
+from .causal import StepContext, constant_tail, prepend_history, roll_history, tail_key
 
 
 _MKLDNN_CONV = getattr(torch, "mkldnn_convolution", None)
@@ -90,6 +90,7 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
         if pre is not None:
             if self.lookback and ctx.seams is None and not ctx.skip_constant and not torch.is_grad_enabled():
                 history = ctx.history(self.state_key)
+                ctx.history(tail_key(self.state_key))  # a kept tail is valid only for the next step
                 if history is not None or x.shape[2] > 1:
                     return self._conv_with_lead(x, history, ctx, pre)
                 ctx.restore(self.state_key, history)
@@ -100,20 +101,22 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
             x = ctx.seams.extend(x, ctx.tile, self.state_key, 2 * pad + 1, 1, pad, pad)
             padding = ctx.tile.conv_padding(pad)
         history = ctx.history(self.state_key)
+        tail = ctx.history(tail_key(self.state_key))  # read always: valid only for the next step
         if self.lookback:
             ctx.keep(self.state_key, roll_history(x, history, self.lookback))
-        if ctx.skip_constant and self.lookback and x.shape[2] > 1 and constant_window(x, history, self.lookback):
-            y = conv3d(history[:, :, :1].expand(-1, -1, self.lookback + 1, -1, -1), self.weight, self.bias, padding=padding)
-            return y.expand(-1, -1, x.shape[2], -1, -1).contiguous()
         if history is None and x.shape[2] == 1 and self.lookback:
             # Zero look-back: only the kernel's last temporal slice touches real data, so
             # the first frame of a stream (and every image) is a 2D conv at a third the cost.
             y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, padding=padding[1:])
             return y.unsqueeze(2)
         # Rebinding frees the un-prepended input before the conv allocates its output.
+        t = x.shape[2]
         x = prepend_history(x, history, self.lookback)
         del history
-        return conv3d(x, self.weight, self.bias, padding=padding)
+        conv = lambda s: conv3d(s, self.weight, self.bias, padding=padding)  # noqa: E731
+        if ctx.skip_constant and self.lookback:
+            return conv_constant_tail(conv, x, t, 1, self.lookback + 1, tail, ctx, tail_key(self.state_key))
+        return conv(x)
 
     def _conv_with_lead(self, x: Tensor, history: Tensor | None, ctx: StepContext, pre: Callable[..., Tensor]) -> Tensor:
         b, c, t, h, w = x.shape
@@ -238,15 +241,56 @@ class AttentionBlock(nn.Module):
         return self.proj(y.view(n, h, w, c).permute(0, 3, 1, 2))
 
 
-def _conv_frames(conv: nn.Conv2d, x: Tensor, padding: tuple[int, int, int], ctx: StepContext | None = None) -> Tensor:
+def conv_constant_tail(
+    run: Callable[[Tensor], Tensor], s: Tensor, outputs: int, stride: int, window: int,
+    tail: Tensor | None, ctx: StepContext, key: str,
+) -> Tensor:
+    """`run` (a temporal conv with no padding in time) over `s`, each frame of s's constant
+    tail computed once.
+
+    Output j reads s[stride*j : stride*j + window]; once that window lies in the constant
+    tail, every later output is the same frame: it is computed once and repeated, and kept
+    under `key` for the next step. When the whole of `s` is that tail, the frame kept by
+    the step before is the answer (s then repeats the frame its tail was made of: this
+    step's look-back frames are that tail's last frames). Repeating one computed frame,
+    rather than recomputing it in convs of other lengths (whose rounding differs), keeps
+    the next layer's input exactly constant, so the saving reaches down the network.
+    """
+    c = constant_tail(s)
+    first = -(-c // stride)  # the first output whose window is all tail
+    if first >= outputs:
+        return run(s)
+    if first == 0 and tail is not None:
+        head, frame = None, tail
+    else:
+        y = run(s[:, :, : stride * first + window])  # outputs 0 .. first
+        head, frame = y[:, :, :first], y[:, :, first:].clone(memory_format=CHANNELS_LAST)
+        del y
+    ctx.keep(key, frame)
+    out = torch.empty(*frame.shape[:2], outputs, *frame.shape[3:], dtype=frame.dtype, device=frame.device, memory_format=CHANNELS_LAST)
+    if head is not None and first:
+        out[:, :, :first] = head
+    out[:, :, first:] = frame
+    return out
+
+
+def _conv_frames(
+    conv: nn.Conv2d, x: Tensor, padding: tuple[int, int, int], ctx: StepContext | None = None, key: str = ""
+) -> Tensor:
     """A Conv2d applied to every frame of [B, C, T, H, W], without reshaping to 4-D.
 
     The same weights as a (1, k, k) Conv3d: no transposes or copies of the activation.
     """
-    if ctx is not None and ctx.skip_constant and x.shape[2] > 1 and torch.equal(x, x[:, :, :1].expand_as(x)):
-        y = conv3d(x[:, :, :1], conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)
-        return y.expand(-1, -1, x.shape[2], -1, -1).contiguous()
-    return conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)
+    run = lambda s: conv3d(s, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)  # noqa: E731
+    if ctx is not None and ctx.skip_constant and key:
+        # Per-frame, so a kept tail frame is valid only for the very input it came from.
+        kept = ctx.history(tail_key(key))
+        source = ctx.history(tail_key(key) + ".input")
+        last = x[:, :, -1:]
+        tail = kept if source is not None and torch.equal(source, last) else None
+        ctx.keep(tail_key(key) + ".input", last.clone(memory_format=CHANNELS_LAST))
+        return conv_constant_tail(run, x, x.shape[2], 1, 1, tail, ctx, tail_key(key))
+    return run(x)
 
 
 def _pad_right_bottom(x: Tensor) -> Tensor:
@@ -296,7 +340,7 @@ class Resample(StatefulLayer):
         if self.mode.startswith("upsample"):
             x = self.resample[0](x)
             if ctx.seams is None:
-                return _conv_frames(self.resample[1], x, padding=(0, 1, 1), ctx=ctx)
+                return _conv_frames(self.resample[1], x, padding=(0, 1, 1), ctx=ctx, key=self.state_key + ".resample")
             x = ctx.seams.extend(x, ctx.tile, self.state_key + ".resample", 3, 1, 1, 1)
             return _conv_frames(self.resample[1], x, padding=ctx.tile.conv_padding(1), ctx=ctx)
         # Zero-pad right and bottom only, then a valid stride-2 conv: the reference's
@@ -305,7 +349,7 @@ class Resample(StatefulLayer):
             x = _pad_right_bottom(x)
         else:
             x = ctx.seams.extend(x, ctx.tile, self.state_key + ".resample", 3, 2, 0, 1, conv_pads=False)
-        x = _conv_frames(self.resample[1], x, padding=(0, 0, 0), ctx=ctx)
+        x = _conv_frames(self.resample[1], x, padding=(0, 0, 0), ctx=ctx, key=self.state_key + ".resample" if ctx.seams is None else "")
         if self.mode == "downsample3d":
             x = self._halve_time(x, ctx)
         return x
@@ -329,12 +373,13 @@ class Resample(StatefulLayer):
     def _halve_time(self, x: Tensor, ctx: StepContext) -> Tensor:
         key = self.state_key + ".time_conv"
         history = ctx.history(key)
+        tail = ctx.history(tail_key(key))
         ctx.keep(key, x[:, :, -1:].clone())
-        if ctx.skip_constant and constant_window(x, history, 1):
-            y = self._time_conv(history.expand(-1, -1, 3, -1, -1))
-            return y.expand(-1, -1, x.shape[2] // 2, -1, -1).contiguous()
         if history is not None:
-            return self._time_conv(torch.cat([history, x], dim=2))
+            s = torch.cat([history, x], dim=2)
+            if ctx.skip_constant:
+                return conv_constant_tail(self._time_conv, s, x.shape[2] // 2, 2, 3, tail, ctx, tail_key(key))
+            return self._time_conv(s)
         if x.shape[2] < 3:
             return x[:, :, :1]
         return torch.cat([x[:, :, :1], self._time_conv(x)], dim=2)
