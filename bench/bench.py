@@ -61,7 +61,8 @@ PROFILES = {
         Case("encode 1 image 832x480", "image", 1, 832, 480),
         Case("encode 5f 832x480", "encode", 5, 832, 480, runs=2, ref_runs=1, warmup=False, rss=False, note="5 of the target's 17 frames"),
         Case("i2v 33f 448x256", "i2v", 33, 448, 256, runs=2, ref_runs=1, warmup=False, rss=False, note="target: 81f 832x480"),
-        Case("decode 5 latents 32x32", "decode", 5, 256, 256, runs=3, ref_runs=1, warmup=False),
+        Case("i2v 81f 448x256", "i2v", 81, 448, 256, runs=2, ref_runs=1, warmup=False, rss=False, note="target: 81f 832x480"),
+        Case("decode 5 latents 32x32", "decode", 5, 256, 256, runs=3, ref_runs=3, warmup=False),
     ],
     "full": [
         Case("encode 17f 256x256", "encode", 17, 256, 256),
@@ -247,7 +248,7 @@ def main() -> None:
     print("| case | ref TFLOP | ours s | diffusers s | speed-up | eff. GFLOP/s | of ceiling | max abs diff | peak RSS ours / diffusers | runs | note |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        rss = f"{r.get('ours_rss_mb', float('nan')) / 1024:.2f} / {r.get('diffusers_rss_mb', float('nan')) / 1024:.2f} GB"
+        rss = f"{r['ours_rss_mb'] / 1024:.2f} / {r['diffusers_rss_mb'] / 1024:.2f} GB" if "ours_rss_mb" in r else "not measured"
         print(f"| {r['case']} | {r['tflop']:.2f} | {r['ours_s']:.1f} | {r['diffusers_s']:.1f} | {r['ratio']:.2f}x | "
               f"{r['eff_gflops']:.0f} | {r['of_ceiling']:.0%} | {r['max_abs_diff']:.1e} | {rss} | {r['runs']} | {r['note']} |")
     if args.json:
