@@ -7,7 +7,7 @@ tensors) over our time, so work we avoid counts in our favour; "of ceiling" comp
 with a large 3x3x3 conv3d timed in the same run. Peak RSS comes from a fresh process per
 implementation and case.
 
-    python bench/bench.py                 # the quick profile (about 20 minutes on 2 cores)
+    python bench/bench.py                 # the quick profile (about 30 minutes on 2 cores)
     python bench/bench.py --profile full  # the issue's sizes (hours with diffusers on a CPU)
     python bench/bench.py --device cuda --dtype bfloat16
 """
