@@ -153,10 +153,9 @@ class StepContext:
         """The layer's look-back frames; each layer reads its own once per step."""
         return self._unread.pop(key, None)
 
-    def restore(self, key: str, frames: Tensor | None) -> None:
-        """Put back a history read by `history` but not used (so a later read finds it)."""
-        if frames is not None:
-            self._unread[key] = frames
+    def has_history(self, key: str) -> bool:
+        """Whether the layer has look-back frames still to read this step."""
+        return key in self._unread
 
     def keep(self, key: str, frames: Tensor) -> None:
         if self.record:

@@ -88,13 +88,13 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
         concatenations were 5% of an encode's profile, though the wall-clock gain on its
         own was within run-to-run noise).
         """
+        tail = ctx.history(tail_key(self.state_key))  # read always: valid only for the next step
         if pre is not None:
-            if self.lookback and ctx.seams is None and not ctx.skip_constant and not torch.is_grad_enabled():
-                history = ctx.history(self.state_key)
-                ctx.history(tail_key(self.state_key))  # a kept tail is valid only for the next step
-                if history is not None or x.shape[2] > 1:
-                    return self._conv_with_lead(x, history, ctx, pre)
-                ctx.restore(self.state_key, history)
+            if (
+                self.lookback and ctx.seams is None and not ctx.skip_constant and not torch.is_grad_enabled()
+                and (x.shape[2] > 1 or ctx.has_history(self.state_key))  # else the 2D first-frame conv below
+            ):
+                return self._conv_with_lead(x, ctx.history(self.state_key), ctx, pre)
             x = pre(x)
         pad = self.padding[1]
         padding = self.padding
@@ -102,7 +102,6 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
             x = ctx.seams.extend(x, ctx.tile, self.state_key, 2 * pad + 1, 1, pad, pad)
             padding = ctx.tile.conv_padding(pad)
         history = ctx.history(self.state_key)
-        tail = ctx.history(tail_key(self.state_key))  # read always: valid only for the next step
         if self.lookback:
             ctx.keep(self.state_key, roll_history(x, history, self.lookback))
         if history is None and x.shape[2] == 1 and self.lookback:
