@@ -120,3 +120,31 @@ def test_clip_sampler_mixes_dead_leaves_with_the_folder(data):
     clips = [sampler.sample(5, (32, 32), g) for _ in range(12)]
     assert all(c.shape == (3, 5, 32, 32) and c.min() >= -1 and c.max() <= 1 for c in clips)
     assert sampler.palette is not None and sampler.palette.shape[1] == 3
+
+
+def test_camera_clips_keep_the_detail_their_pixels_can_show():
+    """Shrinking a 512-px picture into 64 px (3.6x to 8x) must keep stripes 32 px apart (4 to
+    9 clip pixels): the antialiasing once shrank such pictures to 16 px first and lost them."""
+    from wanvae.clips import camera_clip
+
+    stripes = ((torch.arange(512) // 16) % 2 * 2 - 1.0).view(1, 1, 512).expand(3, 512, 512)
+    g = torch.Generator().manual_seed(0)
+    assert min(float(camera_clip(stripes, 5, (64, 64), g)[:, 0].std()) for _ in range(12)) > 0.4
+
+
+def test_any_scale_shows_a_big_photo_at_its_own_pixel_scale():
+    """A 64-px crop of a 512-px picture of one-pixel stripes: shrunk to fit (at least 3.6x,
+    antialiased) the stripes average out to grey; with any_scale some clips come near the
+    picture's own scale, where they stay visible."""
+    from wanvae.clips import camera_clip
+
+    stripes = (torch.arange(512) % 2 * 2 - 1.0).view(1, 1, 512).expand(3, 512, 512)
+
+    def contrast(any_scale: bool) -> list[float]:
+        g = torch.Generator().manual_seed(0)
+        clips = [camera_clip(stripes, 5, (64, 64), g, any_scale=any_scale) for _ in range(24)]
+        return [float(c[:, 0].std()) for c in clips]
+
+    assert max(contrast(False)) < 0.1
+    scaled = contrast(True)
+    assert max(scaled) > 0.5 and min(scaled) < 0.1  # near its own scale and shrunk: both occur

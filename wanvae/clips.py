@@ -30,13 +30,26 @@ def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * torch.rand((), generator=g).item()
 
 
-def camera_clip(image: Tensor, frames: int, size: tuple[int, int], g: torch.Generator, strength: float = 1.0) -> Tensor:
-    """A still image seen by a moving camera: a smooth pan, zoom and roll between two poses."""
+def camera_clip(
+    image: Tensor, frames: int, size: tuple[int, int], g: torch.Generator, strength: float = 1.0, any_scale: bool = False
+) -> Tensor:
+    """A still image seen by a moving camera: a smooth pan, zoom and roll between two poses.
+
+    The view covers 45% to all of the image's shorter side, or with `any_scale` anything from
+    the image's own pixels (zoom log-uniform) up to all of it: a small training crop of a big
+    photo otherwise only ever shows it shrunk several times, never at the scale of the
+    held-out clips, whose detail per pixel differs.
+    """
     w, h = size
     _, ih, iw = image.shape
     # The view covers at most the image; its aspect is the clip's.
     base = min(iw / w, ih / h)
-    start_zoom, end_zoom = (_uniform(g, 0.45, 1.0) for _ in range(2))
+    if any_scale:
+        lowest = min(1.0, 1.0 / base)  # zoom at which one clip pixel is one image pixel
+        start_zoom = math.exp(_uniform(g, math.log(lowest), 0.0))
+        end_zoom = min(1.0, max(lowest, start_zoom * math.exp(_uniform(g, -0.35, 0.35))))
+    else:
+        start_zoom, end_zoom = (_uniform(g, 0.45, 1.0) for _ in range(2))
     angle0, angle1 = (_uniform(g, -0.15, 0.15) * strength for _ in range(2))
     centre0 = [_uniform(g, -0.3, 0.3) * strength for _ in range(2)]
     centre1 = [c + _uniform(g, -0.25, 0.25) * strength for c in centre0]
@@ -52,8 +65,10 @@ def camera_clip(image: Tensor, frames: int, size: tuple[int, int], g: torch.Gene
         thetas.append([[sx * c, -sy * s * ih / iw, cx * (1 - zoom)], [sx * s * iw / ih, sy * c, cy * (1 - zoom)]])
     theta = torch.tensor(thetas, dtype=image.dtype)
     grid = F.affine_grid(theta, [frames, 3, h, w], align_corners=False)
-    # Antialias first when the view shrinks the image a lot, then sample bilinearly.
-    scale = min(iw / (w / (start_zoom * base)), ih / (h / (start_zoom * base)))
+    # Antialias first when the view shrinks the image a lot, then sample bilinearly. The
+    # view shows zoom * base image pixels per clip pixel; prefiltering to the closer pose
+    # keeps the shrinking left to the bilinear sampler under 2x without blurring that pose.
+    scale = min(start_zoom, end_zoom) * base
     src = image
     if scale > 2:
         src = F.interpolate(image[None], scale_factor=1 / (scale / 2), mode="bilinear", antialias=True)[0]
@@ -181,7 +196,10 @@ class ClipSampler:
     """Random training clips from a folder: photos in camera motion, videos, dead-leaves
     pictures in camera motion, and procedural scenes."""
 
-    def __init__(self, folder: str | os.PathLike | None, procedural: float = 0.15, dead_leaves: float = 0.35) -> None:
+    def __init__(
+        self, folder: str | os.PathLike | None, procedural: float = 0.15, dead_leaves: float = 0.35, any_scale: bool = False
+    ) -> None:
+        self.any_scale = any_scale
         self.images: list[Tensor] = []
         self.videos: list[Path] = []
         if folder is not None:
@@ -202,7 +220,7 @@ class ClipSampler:
             w, h = size
             # Drawn larger than the clip so the camera can pan and zoom across it.
             picture = dead_leaves_image((2 * w, 2 * h), g, self.palette)
-            clip = camera_clip(picture, frames, size, g)
+            clip = camera_clip(picture, frames, size, g, any_scale=self.any_scale)
         elif self.videos and (not self.images or torch.rand((), generator=g).item() < 0.5):
             path = self.videos[int(torch.randint(0, len(self.videos), (), generator=g))]
             clip = video_clip(path, frames, size, g)
@@ -210,7 +228,7 @@ class ClipSampler:
                 clip = procedural_clip(frames, size, g)
         else:
             image = self.images[int(torch.randint(0, len(self.images), (), generator=g))]
-            clip = camera_clip(image, frames, size, g)
+            clip = camera_clip(image, frames, size, g, any_scale=self.any_scale)
         if torch.rand((), generator=g).item() < 0.5:
             clip = clip.flip(-1)
         return clip

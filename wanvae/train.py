@@ -46,6 +46,8 @@ class TrainOptions:
     # rest come from the data folder). Dead leaves are what make a few photos generalise.
     procedural: float = 0.15
     dead_leaves: float = 0.35
+    # Photos also seen at their own pixel scale, not only shrunk to fit the crop (see camera_clip).
+    any_scale: bool = False
 
 
 def forward_train(vae: WanVAE, clip: Tensor, g: torch.Generator, decoder_only: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -154,7 +156,7 @@ def train(
         opt.load_state_dict(st["optimizer"])
         g.set_state(st["generator"])
         step, log, cpu_seconds = st["step"], json.loads(st["log"]), st["cpu_seconds"]
-    sampler = ClipSampler(data, procedural=opts.procedural, dead_leaves=opts.dead_leaves)
+    sampler = ClipSampler(data, procedural=opts.procedural, dead_leaves=opts.dead_leaves, any_scale=opts.any_scale)
     val_clips = validation_clips(val, opts.val_clip or opts.clip, seed=opts.seed + 1) if val else []
     w, h, t = opts.clip
     last = {}

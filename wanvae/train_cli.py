@@ -49,6 +49,8 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--val-clip", type=_clip, default=None, metavar="WxHxT", help="validation clip size (default: --clip)")
     p.add_argument("--procedural", type=_share, default=0.15, metavar="P", help="share of procedural scenes (default 0.15)")
     p.add_argument("--dead-leaves", type=_share, default=0.35, metavar="P", help="share of dead-leaves pictures in camera motion (default 0.35)")
+    p.add_argument("--any-scale", action="store_true", help="show photos at any scale from their own pixels up to the whole "
+                   "picture, not only shrunk to fit the clip (for small clips of big photos)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
     p.set_defaults(run=run)
@@ -85,6 +87,7 @@ def run(args) -> int:
         val_clip=args.val_clip,
         procedural=args.procedural,
         dead_leaves=args.dead_leaves,
+        any_scale=args.any_scale,
     )
     bar = progress_bar(args, args.steps, "step", out.name)
 
