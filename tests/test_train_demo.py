@@ -148,3 +148,19 @@ def test_any_scale_shows_a_big_photo_at_its_own_pixel_scale():
     assert max(contrast(False)) < 0.1
     scaled = contrast(True)
     assert max(scaled) > 0.5 and min(scaled) < 0.1  # near its own scale and shrunk: both occur
+
+
+def test_recolour_gives_grey_pictures_colour_and_keeps_their_structure():
+    from wanvae.clips import recolour
+
+    g = torch.Generator().manual_seed(0)
+    grey = (torch.linspace(-1, 1, 32).view(1, 1, 1, 32) * torch.linspace(0.2, 1, 32).view(1, 1, 32, 1)).expand(3, 2, 32, 32)
+    out = [recolour(grey, g) for _ in range(8)]
+    assert all(o.shape == grey.shape and o.min() >= -1 and o.max() <= 1 for o in out)
+    saturation = [float((o.amax(0) - o.amin(0)).mean()) for o in out]  # 0 for grey
+    assert min(saturation) > 0.02 and max(saturation) > 0.2
+    for o in out:  # brightness still follows the picture's
+        corr = torch.corrcoef(torch.stack([o.mean(0).flatten(), grey[0].flatten()]))[0, 1]
+        assert corr > 0.9
+    a = recolour(grey, torch.Generator().manual_seed(1))
+    assert torch.equal(a, recolour(grey, torch.Generator().manual_seed(1)))

@@ -158,6 +158,23 @@ def dead_leaves_image(size: tuple[int, int], g: torch.Generator, palette: Tensor
     return img.clamp(-1, 1)
 
 
+def recolour(clip: Tensor, g: torch.Generator) -> Tensor:
+    """`clip` [3, T, H, W] in new colours: its channels shuffled, then blended with a duotone
+    of its brightness (a random dark colour to a random light one).
+
+    Most freely licensed photos are grey (8 of scikit-image's 13), and a model trained on
+    them learns that colour barely exists: it returned grey for saturated scenes. This gives
+    every picture, grey or not, colours it never had, keeping its structure and contrast.
+    """
+    x = (clip[torch.randperm(3, generator=g)] + 1) / 2
+    brightness = x.mean(0, keepdim=True)
+    dark = (torch.rand(3, generator=g) * 0.4).view(3, 1, 1, 1)
+    light = (0.6 + torch.rand(3, generator=g) * 0.4).view(3, 1, 1, 1)
+    duotone = dark + (light - dark) * brightness
+    blend = _uniform(g, 0.3, 1.0)
+    return (x * (1 - blend) + duotone * blend) * 2 - 1
+
+
 def image_palette(images: list[Tensor], per_image: int = 4096, seed: int = 0) -> Tensor | None:
     """Random pixels [N, 3] of `images`: natural colours for dead-leaves pictures."""
     if not images:
@@ -197,9 +214,15 @@ class ClipSampler:
     pictures in camera motion, and procedural scenes."""
 
     def __init__(
-        self, folder: str | os.PathLike | None, procedural: float = 0.15, dead_leaves: float = 0.35, any_scale: bool = False
+        self,
+        folder: str | os.PathLike | None,
+        procedural: float = 0.15,
+        dead_leaves: float = 0.35,
+        any_scale: bool = False,
+        recolour: float = 0.0,
     ) -> None:
         self.any_scale = any_scale
+        self.recolour = recolour
         self.images: list[Tensor] = []
         self.videos: list[Path] = []
         if folder is not None:
@@ -231,4 +254,6 @@ class ClipSampler:
             clip = camera_clip(image, frames, size, g, any_scale=self.any_scale)
         if torch.rand((), generator=g).item() < 0.5:
             clip = clip.flip(-1)
+        if self.recolour and torch.rand((), generator=g).item() < self.recolour:
+            clip = recolour(clip, g)
         return clip

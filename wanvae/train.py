@@ -48,6 +48,8 @@ class TrainOptions:
     dead_leaves: float = 0.35
     # Photos also seen at their own pixel scale, not only shrunk to fit the crop (see camera_clip).
     any_scale: bool = False
+    # Share of clips given new colours (see clips.recolour): for data that is mostly grey.
+    recolour: float = 0.0
 
 
 def forward_train(vae: WanVAE, clip: Tensor, g: torch.Generator, decoder_only: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -156,7 +158,8 @@ def train(
         opt.load_state_dict(st["optimizer"])
         g.set_state(st["generator"])
         step, log, cpu_seconds = st["step"], json.loads(st["log"]), st["cpu_seconds"]
-    sampler = ClipSampler(data, procedural=opts.procedural, dead_leaves=opts.dead_leaves, any_scale=opts.any_scale)
+    sampler = ClipSampler(data, procedural=opts.procedural, dead_leaves=opts.dead_leaves, any_scale=opts.any_scale,
+                          recolour=opts.recolour)
     val_clips = validation_clips(val, opts.val_clip or opts.clip, seed=opts.seed + 1) if val else []
     w, h, t = opts.clip
     last = {}

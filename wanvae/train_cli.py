@@ -51,6 +51,8 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--dead-leaves", type=_share, default=0.35, metavar="P", help="share of dead-leaves pictures in camera motion (default 0.35)")
     p.add_argument("--any-scale", action="store_true", help="show photos at any scale from their own pixels up to the whole "
                    "picture, not only shrunk to fit the clip (for small clips of big photos)")
+    p.add_argument("--recolour", type=_share, default=0.0, metavar="P", help="share of clips given random new colours "
+                   "(default 0; for data that is mostly grey)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
     p.set_defaults(run=run)
@@ -88,6 +90,7 @@ def run(args) -> int:
         procedural=args.procedural,
         dead_leaves=args.dead_leaves,
         any_scale=args.any_scale,
+        recolour=args.recolour,
     )
     bar = progress_bar(args, args.steps, "step", out.name)
 
