@@ -164,3 +164,17 @@ def test_recolour_gives_grey_pictures_colour_and_keeps_their_structure():
         assert corr > 0.9
     a = recolour(grey, torch.Generator().manual_seed(1))
     assert torch.equal(a, recolour(grey, torch.Generator().manual_seed(1)))
+
+
+def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_path):
+    config = tmp_path / "micro.json"
+    config.write_text(json.dumps({"dim": 4, "name": "micro"}))
+    out = tmp_path / "m.safetensors"
+    cmd = [shutil.which("wanvae"), "train", data, "-o", out, "--config", config, "--steps", "4", "--stop-after", "2",
+           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--val-every", "2", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert torch.load(train.state_path(out), weights_only=True)["step"] == 2  # stopped after the first sitting
+    assert wanvae.load(out).config.dim == 4
+    r = subprocess.run(cmd[:-10] + ["--clip", "30x32x5"], capture_output=True, text=True)
+    assert r.returncode == 2 and "multiples of 8" in r.stderr

@@ -53,6 +53,8 @@ def add_parser(sub, common, model, frames) -> None:
                    "picture, not only shrunk to fit the clip (for small clips of big photos)")
     p.add_argument("--recolour", type=_share, default=0.0, metavar="P", help="share of clips given random new colours "
                    "(default 0; for data that is mostly grey)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop (with a checkpoint) at step N, keeping "
+                   "the learning-rate schedule of --steps: one sitting of a longer run")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
     p.set_defaults(run=run)
@@ -91,6 +93,7 @@ def run(args) -> int:
         dead_leaves=args.dead_leaves,
         any_scale=args.any_scale,
         recolour=args.recolour,
+        stop_after=args.stop_after,
     )
     bar = progress_bar(args, args.steps, "step", out.name)
 
