@@ -171,10 +171,22 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     config.write_text(json.dumps({"dim": 4, "name": "micro"}))
     out = tmp_path / "m.safetensors"
     cmd = [shutil.which("wanvae"), "train", data, "-o", out, "--config", config, "--steps", "4", "--stop-after", "2",
-           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--val-every", "2", "--quiet"]
+           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--images", "0.5", "--val-every", "2", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert torch.load(train.state_path(out), weights_only=True)["step"] == 2  # stopped after the first sitting
     assert wanvae.load(out).config.dim == 4
-    r = subprocess.run(cmd[:-10] + ["--clip", "30x32x5"], capture_output=True, text=True)
+    r = subprocess.run(cmd[:11] + ["--clip", "30x32x5"], capture_output=True, text=True)
     assert r.returncode == 2 and "multiples of 8" in r.stderr
+
+
+def test_image_steps_train_on_batch_times_t_single_frames(data):
+    sampler = train.ClipSampler(data)
+    clips = train.TrainOptions(batch=2, clip=(32, 32, 5))
+    images = train.TrainOptions(batch=2, clip=(32, 32, 5), images=1.0)
+    g = torch.Generator().manual_seed(0)
+    assert train.training_batch(sampler, clips, g).shape == (2, 3, 5, 32, 32)
+    assert train.training_batch(sampler, images, g).shape == (10, 3, 1, 32, 32)
+    half = train.TrainOptions(batch=2, clip=(32, 32, 5), images=0.5)
+    shapes = {train.training_batch(sampler, half, g).shape[2] for _ in range(12)}
+    assert shapes == {1, 5}

@@ -50,6 +50,10 @@ class TrainOptions:
     any_scale: bool = False
     # Share of clips given new colours (see clips.recolour): for data that is mostly grey.
     recolour: float = 0.0
+    # Share of steps that train on single images instead of clips (batch x T of them, about
+    # the same work): a clip's first frame, the path an image takes, is 1/T of a clip's loss,
+    # and a model trained on clips alone lost the colour of images.
+    images: float = 0.0
 
 
 def forward_train(vae: WanVAE, clip: Tensor, g: torch.Generator, decoder_only: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -104,6 +108,14 @@ def evaluate(vae: WanVAE, clips: list[Tensor]) -> dict[str, float]:
         psnrs.append(float(10 * torch.log10(4.0 / mse)))
         ssims.append(float(metrics.ssim(clip, recon).mean()))
     return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
+
+
+def training_batch(sampler: ClipSampler, opts: TrainOptions, g: torch.Generator) -> Tensor:
+    """One step's clips [B, 3, T, H, W], or with probability `opts.images` B*T single images."""
+    w, h, t = opts.clip
+    if opts.images and torch.rand((), generator=g).item() < opts.images:
+        return torch.stack([sampler.sample(1, (w, h), g) for _ in range(opts.batch * t)])
+    return torch.stack([sampler.sample(t, (w, h), g) for _ in range(opts.batch)])
 
 
 def state_path(out: Path) -> Path:
@@ -161,7 +173,6 @@ def train(
     sampler = ClipSampler(data, procedural=opts.procedural, dead_leaves=opts.dead_leaves, any_scale=opts.any_scale,
                           recolour=opts.recolour)
     val_clips = validation_clips(val, opts.val_clip or opts.clip, seed=opts.seed + 1) if val else []
-    w, h, t = opts.clip
     last = {}
     started = time.process_time()
     end = min(opts.steps, opts.stop_after or opts.steps)
@@ -170,7 +181,7 @@ def train(
         lr = opts.lr * min(1.0, (step + 1) / opts.warmup) * 0.5 * (1 + math.cos(math.pi * step / opts.steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = torch.stack([sampler.sample(t, (w, h), g) for _ in range(opts.batch)])
+        batch = training_batch(sampler, opts, g)
         recon, mean, logvar = forward_train(vae, batch, g, opts.decoder_only)
         terms = loss_terms(recon, batch, mean, logvar, opts)
         opt.zero_grad(set_to_none=True)
