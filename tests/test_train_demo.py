@@ -166,12 +166,57 @@ def test_recolour_gives_grey_pictures_colour_and_keeps_their_structure():
     assert torch.equal(a, recolour(grey, torch.Generator().manual_seed(1)))
 
 
+def test_shift_chroma_moves_colour_independently_of_brightness_and_keeps_brightness():
+    from wanvae.clips import shift_chroma
+
+    ramp = torch.linspace(-0.15, 0.15, 24)
+    picture = torch.stack([ramp.view(1, 24).expand(24, 24), ramp.view(24, 1).expand(24, 24), torch.zeros(24, 24)])
+    clip = picture.unsqueeze(1).expand(3, 3, 24, 24)  # [3, T, H, W], the same picture in every frame
+    g = torch.Generator().manual_seed(0)
+    outs = [shift_chroma(clip, g) for _ in range(16)]
+    for out in outs:
+        assert out.shape == clip.shape and out.min() >= -1 and out.max() <= 1
+        assert torch.equal(out[:, 0], out[:, 2])  # one colour field for the whole clip
+        inside = (out.abs() < 1).all(0)  # brightness is only changed where a channel clipped
+        assert inside.float().mean() > 0.5
+        assert torch.allclose(out.mean(0)[inside], clip.mean(0)[inside], atol=1e-6)
+    # Hue turns: the reddest channel of the top-right corner differs between draws.
+    assert len({int(out[:, 0, 0, -1].argmax()) for out in outs}) >= 2
+    # Grey gains colour that varies across the picture, not one tint per picture.
+    grey = torch.zeros(3, 32, 32)
+    fields = [shift_chroma(grey, g) for _ in range(16)]
+    assert max(float((f - f.mean((1, 2), keepdim=True)).abs().amax()) for f in fields) > 0.1
+    assert torch.equal(shift_chroma(grey, torch.Generator().manual_seed(3)), shift_chroma(grey, torch.Generator().manual_seed(3)))
+
+
+def test_sampler_chroma_colours_grey_photos_and_leaves_the_default_stream_alone(tmp_path):
+    from wanvae.clips import ClipSampler
+
+    media.write_image(tmp_path / "grey.png", 64, 64, 0)
+    grey_folder = tmp_path / "g"
+    grey_folder.mkdir()
+    from PIL import Image
+
+    Image.open(tmp_path / "grey.png").convert("L").convert("RGB").save(grey_folder / "grey.png")
+
+    def clips(**kw) -> list[torch.Tensor]:
+        s = ClipSampler(grey_folder, procedural=0.0, dead_leaves=0.0, **kw)
+        g = torch.Generator().manual_seed(0)
+        return [s.sample(3, (32, 32), g) for _ in range(6)]
+
+    plain, coloured = clips(), clips(chroma=1.0)
+    assert max(float((c.amax(0) - c.amin(0)).max()) for c in plain) < 0.02
+    saturation = [float((c.amax(0) - c.amin(0)).mean()) for c in coloured]  # field strengths are drawn from 0 up
+    assert min(saturation) > 0.002 and sum(saturation) / len(saturation) > 0.05
+    assert all(torch.equal(a, b) for a, b in zip(plain, clips(chroma=0.0)))
+
+
 def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_path):
     config = tmp_path / "micro.json"
     config.write_text(json.dumps({"dim": 4, "name": "micro"}))
     out = tmp_path / "m.safetensors"
     cmd = [shutil.which("wanvae"), "train", data, "-o", out, "--config", config, "--steps", "4", "--stop-after", "2",
-           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--images", "0.5", "--val-every", "2", "--quiet"]
+           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--images", "0.5", "--val-every", "2", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert torch.load(train.state_path(out), weights_only=True)["step"] == 2  # stopped after the first sitting

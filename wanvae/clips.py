@@ -175,6 +175,36 @@ def recolour(clip: Tensor, g: torch.Generator) -> Tensor:
     return (x * (1 - blend) + duotone * blend) * 2 - 1
 
 
+# An orthonormal basis of the plane orthogonal to grey (1, 1, 1): moving a pixel within
+# it changes its colour and leaves its brightness (the channel mean) alone.
+_CHROMA_BASIS = torch.tensor([[1.0, -1.0, 0.0], [1.0, 1.0, -2.0]]) / torch.tensor([[2.0**0.5], [6.0**0.5]])
+
+
+def shift_chroma(x: Tensor, g: torch.Generator, max_field: float = 0.35) -> Tensor:
+    """`x` [3, ..., H, W] with its colours moved and its brightness kept: hue rotated by a
+    random angle, saturation scaled, and a smooth random colour field added (a few cells
+    across, the same in every frame).
+
+    `recolour` puts all of a picture's pixels on one line of colours, so a model trained
+    on it learns one hue per region that follows brightness; real scenes have colour that
+    varies independently of brightness (green eyes in brown fur), and that model turned
+    them pink. Here colour varies in space on its own, as in natural images.
+    """
+    basis = _CHROMA_BASIS.to(x.dtype)  # [2, 3]
+    grey = x.mean(0, keepdim=True)
+    chroma = torch.einsum("kc,c...->k...", basis, x - grey)  # [2, ..., H, W]
+    angle = _uniform(g, 0.0, 2 * math.pi)
+    cos, sin = math.cos(angle), math.sin(angle)
+    saturation = math.exp(_uniform(g, math.log(0.5), math.log(2.0)))
+    a, b = chroma[0], chroma[1]
+    chroma = torch.stack([cos * a - sin * b, sin * a + cos * b]) * saturation
+    cells = int(torch.randint(1, 7, (), generator=g))
+    coarse = torch.randn(1, 2, cells, cells, generator=g, dtype=x.dtype) * _uniform(g, 0.0, max_field)
+    field = F.interpolate(coarse, size=x.shape[-2:], mode="bicubic", align_corners=False)[0]  # [2, H, W]
+    chroma = chroma + field.view(2, *([1] * (x.dim() - 3)), *x.shape[-2:])
+    return (grey + torch.einsum("kc,k...->c...", basis, chroma)).clamp(-1, 1)
+
+
 def image_palette(images: list[Tensor], per_image: int = 4096, seed: int = 0) -> Tensor | None:
     """Random pixels [N, 3] of `images`: natural colours for dead-leaves pictures."""
     if not images:
@@ -220,9 +250,11 @@ class ClipSampler:
         dead_leaves: float = 0.35,
         any_scale: bool = False,
         recolour: float = 0.0,
+        chroma: float = 0.0,
     ) -> None:
         self.any_scale = any_scale
         self.recolour = recolour
+        self.chroma = chroma
         self.images: list[Tensor] = []
         self.videos: list[Path] = []
         if folder is not None:
@@ -236,22 +268,32 @@ class ClipSampler:
         self.palette = image_palette(self.images)
 
     def sample(self, frames: int, size: tuple[int, int], g: torch.Generator) -> Tensor:
+        # Drawn only when asked for, so a stream without it is the one earlier sittings saw.
+        shift = bool(self.chroma) and torch.rand((), generator=g).item() < self.chroma
+
+        def film(picture: Tensor) -> Tensor:
+            # Colour shifted on the still picture, so its colour field moves with the scene.
+            if shift:
+                picture = shift_chroma(picture, g)
+            return camera_clip(picture, frames, size, g, any_scale=self.any_scale)
+
         pick = torch.rand((), generator=g).item()
+        filmed = False
         if pick < self.procedural:
             clip = procedural_clip(frames, size, g)
         elif pick < self.procedural + self.dead_leaves:
             w, h = size
             # Drawn larger than the clip so the camera can pan and zoom across it.
-            picture = dead_leaves_image((2 * w, 2 * h), g, self.palette)
-            clip = camera_clip(picture, frames, size, g, any_scale=self.any_scale)
+            clip, filmed = film(dead_leaves_image((2 * w, 2 * h), g, self.palette)), True
         elif self.videos and (not self.images or torch.rand((), generator=g).item() < 0.5):
             path = self.videos[int(torch.randint(0, len(self.videos), (), generator=g))]
             clip = video_clip(path, frames, size, g)
             if clip is None:
                 clip = procedural_clip(frames, size, g)
         else:
-            image = self.images[int(torch.randint(0, len(self.images), (), generator=g))]
-            clip = camera_clip(image, frames, size, g, any_scale=self.any_scale)
+            clip, filmed = film(self.images[int(torch.randint(0, len(self.images), (), generator=g))]), True
+        if shift and not filmed:
+            clip = shift_chroma(clip, g)
         if torch.rand((), generator=g).item() < 0.5:
             clip = clip.flip(-1)
         if self.recolour and torch.rand((), generator=g).item() < self.recolour:

@@ -50,6 +50,9 @@ class TrainOptions:
     any_scale: bool = False
     # Share of clips given new colours (see clips.recolour): for data that is mostly grey.
     recolour: float = 0.0
+    # Share of clips whose colours move independently of brightness (see clips.shift_chroma):
+    # recolour alone taught one hue per region, and colourful held-out photos came back pink.
+    chroma: float = 0.0
     # Share of steps that train on single images instead of clips (batch x T of them, about
     # the same work): a clip's first frame, the path an image takes, is 1/T of a clip's loss,
     # and a model trained on clips alone lost the colour of images.
@@ -171,7 +174,7 @@ def train(
         g.set_state(st["generator"])
         step, log, cpu_seconds = st["step"], json.loads(st["log"]), st["cpu_seconds"]
     sampler = ClipSampler(data, procedural=opts.procedural, dead_leaves=opts.dead_leaves, any_scale=opts.any_scale,
-                          recolour=opts.recolour)
+                          recolour=opts.recolour, chroma=opts.chroma)
     val_clips = validation_clips(val, opts.val_clip or opts.clip, seed=opts.seed + 1) if val else []
     last = {}
     started = time.process_time()

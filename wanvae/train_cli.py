@@ -53,6 +53,8 @@ def add_parser(sub, common, model, frames) -> None:
                    "picture, not only shrunk to fit the clip (for small clips of big photos)")
     p.add_argument("--recolour", type=_share, default=0.0, metavar="P", help="share of clips given random new colours "
                    "(default 0; for data that is mostly grey)")
+    p.add_argument("--chroma", type=_share, default=0.0, metavar="P", help="share of clips whose hue, saturation and a "
+                   "smooth colour field are randomised, brightness kept (default 0; for data short of colour)")
     p.add_argument("--images", type=_share, default=0.0, metavar="P", help="share of steps on single images (batch x T of "
                    "them) instead of clips: trains the path an image's first frame takes (default 0)")
     p.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop (with a checkpoint) at step N, keeping "
@@ -95,6 +97,7 @@ def run(args) -> int:
         dead_leaves=args.dead_leaves,
         any_scale=args.any_scale,
         recolour=args.recolour,
+        chroma=args.chroma,
         stop_after=args.stop_after,
         images=args.images,
     )
