@@ -166,6 +166,17 @@ def test_recolour_gives_grey_pictures_colour_and_keeps_their_structure():
     assert torch.equal(a, recolour(grey, torch.Generator().manual_seed(1)))
 
 
+def test_mse_weight_adds_squared_error_to_the_loss():
+    g = torch.Generator().manual_seed(0)
+    clip = torch.rand(1, 3, 5, 16, 16, generator=g) * 2 - 1
+    recon = clip + 0.3 * torch.randn(clip.shape, generator=g)
+    mean, logvar = torch.zeros(1, 16, 2, 2, 2), torch.zeros(1, 16, 2, 2, 2)
+    plain = train.loss_terms(recon, clip, mean, logvar, train.TrainOptions())
+    squared = train.loss_terms(recon, clip, mean, logvar, train.TrainOptions(mse_weight=2.0))
+    assert plain["mse"] == pytest.approx(0.09, rel=0.1)
+    assert float(squared["loss"] - plain["loss"]) == pytest.approx(2 * float(plain["mse"]), rel=1e-5)
+
+
 def test_shift_chroma_moves_colour_independently_of_brightness_and_keeps_brightness():
     from wanvae.clips import shift_chroma
 
@@ -216,13 +227,15 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     config.write_text(json.dumps({"dim": 4, "name": "micro"}))
     out = tmp_path / "m.safetensors"
     cmd = [shutil.which("wanvae"), "train", data, "-o", out, "--config", config, "--steps", "4", "--stop-after", "2",
-           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--images", "0.5", "--val-every", "2", "--quiet"]
+           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--mse", "2", "--images", "0.5", "--val-every", "2", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert torch.load(train.state_path(out), weights_only=True)["step"] == 2  # stopped after the first sitting
     assert wanvae.load(out).config.dim == 4
     r = subprocess.run(cmd[:11] + ["--clip", "30x32x5"], capture_output=True, text=True)
     assert r.returncode == 2 and "multiples of 8" in r.stderr
+    r = subprocess.run(cmd[:11] + ["--mse", "-1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "loss weight must be >= 0" in r.stderr
 
 
 def test_image_steps_train_on_batch_times_t_single_frames(data):

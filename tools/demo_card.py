@@ -66,6 +66,15 @@ def main() -> None:
         "- Procedurally generated moving scenes (25% of clips in the first sitting, 15% after).",
         "- From the third sitting on, half the clips get new colours (`--recolour 0.5`: channels",
         "  shuffled, a duotone of the brightness blended in): 8 of the 13 photos are grey.",
+        *(
+            [
+                "- In the fifth sitting, 60% of clips get colour that varies on its own across the picture",
+                "  (`--chroma 0.6`: hue turned, saturation scaled, a smooth random colour field added,",
+                "  brightness kept) instead of `--recolour`.",
+            ]
+            if len(sittings) >= 5
+            else []
+        ),
         "- Held out: chelsea (CC0, Stefan van der Walt; shipped as `chelsea.jpg`) and coffee",
         "  (CC0, Rachel Michetti). Neither was seen in training.",
         "",
@@ -89,6 +98,15 @@ def main() -> None:
                 "  came back grey, because a clip's first frame, the path an image takes, is 1/17 of its loss.",
             ]
             if len(sittings) >= 4
+            else []
+        ),
+        *(
+            [
+                "- The fifth fixed colour that does not follow brightness: `--recolour` gives each region",
+                "  one line of colours, and the model turned the held-out cat's green eyes and the coffee's",
+                "  brown pink (`--chroma`).",
+            ]
+            if len(sittings) >= 5
             else []
         ),
         f"- CPU time: {sum(st['cpu_seconds'] for st in sittings) / 60:.0f} minutes of process time on 2 cores (AMD EPYC) in all.",

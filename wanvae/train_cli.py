@@ -17,6 +17,16 @@ def _share(text: str) -> float:
     return value
 
 
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"a loss weight must be >= 0, got {text}")
+    return value
+
+
 def _clip(text: str) -> tuple[int, int, int]:
     try:
         w, h, t = (int(v) for v in text.lower().split("x"))
@@ -53,6 +63,8 @@ def add_parser(sub, common, model, frames) -> None:
                    "picture, not only shrunk to fit the clip (for small clips of big photos)")
     p.add_argument("--recolour", type=_share, default=0.0, metavar="P", help="share of clips given random new colours "
                    "(default 0; for data that is mostly grey)")
+    p.add_argument("--mse", type=_weight, default=0.0, metavar="W", help="weight of a squared-error term beside L1 "
+                   "(default 0): PSNR is squared error, and L1 pulls no harder on large errors")
     p.add_argument("--chroma", type=_share, default=0.0, metavar="P", help="share of clips whose hue, saturation and a "
                    "smooth colour field are randomised, brightness kept (default 0; for data short of colour)")
     p.add_argument("--images", type=_share, default=0.0, metavar="P", help="share of steps on single images (batch x T of "
@@ -98,6 +110,7 @@ def run(args) -> int:
         any_scale=args.any_scale,
         recolour=args.recolour,
         chroma=args.chroma,
+        mse_weight=args.mse,
         stop_after=args.stop_after,
         images=args.images,
     )
