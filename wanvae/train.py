@@ -1,6 +1,6 @@
 """Training and fine-tuning a WanVAE on a folder of videos and images.
 
-Loss: L1 + a structural term (1 - SSIM) + a small KL term. Checkpoints are in the
+Loss: L1 + a structural term (1 - SSIM) + a small KL term, optionally + squared error. Checkpoints are in the
 original key layout with the config in the metadata; the optimiser, step and random
 state go beside them (`OUT.trainstate.pt`) so `--resume` continues exactly.
 """
