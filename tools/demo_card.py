@@ -44,6 +44,11 @@ def main() -> None:
     card = train.evaluate(model, demo.card_clips())
     val = train.evaluate(model, train.validation_clips(args.val, (256, 256, 17), seed=1)) if args.val else None
     cfg = model.config
+
+    def since(sitting: int, *lines: str) -> list[str]:
+        """Card lines about a sitting, shown once the lineage has reached it."""
+        return list(lines) if len(sittings) >= sitting else []
+
     params = sum(p.numel() for p in model.parameters())
     lines = [
         "# wanvae demo model",
@@ -66,14 +71,11 @@ def main() -> None:
         "- Procedurally generated moving scenes (25% of clips in the first sitting, 15% after).",
         "- From the third sitting on, half the clips get new colours (`--recolour 0.5`: channels",
         "  shuffled, a duotone of the brightness blended in): 8 of the 13 photos are grey.",
-        *(
-            [
-                "- From the fifth sitting on, 60% of clips get colour that varies on its own across the picture",
-                "  (`--chroma 0.6`: hue turned, saturation scaled, a smooth random colour field added,",
-                "  brightness kept) instead of `--recolour`.",
-            ]
-            if len(sittings) >= 5
-            else []
+        *since(
+            5,
+            "- From the fifth sitting on, 60% of clips get colour that varies on its own across the picture",
+            "  (`--chroma 0.6`: hue turned, saturation scaled, a smooth random colour field added,",
+            "  brightness kept) instead of `--recolour`.",
         ),
         "- Held out: chelsea (CC0, Stefan van der Walt; shipped as `chelsea.jpg`) and coffee",
         "  (CC0, Rachel Michetti). Neither was seen in training.",
@@ -92,30 +94,21 @@ def main() -> None:
         "  (on one clip, 41 dB for frames 1-9 and 11 dB after). The second used sharp 96x96x17 clips, photos",
         "  also seen near their own pixel scale (`--any-scale`). The third added new colours: the",
         "  model had returned grey for saturated scenes (12 dB on them).",
-        *(
-            [
-                "- The fourth added steps on single images (`--images 0.25`): a saturated image still",
-                "  came back grey, because a clip's first frame, the path an image takes, is 1/17 of its loss.",
-            ]
-            if len(sittings) >= 4
-            else []
+        *since(
+            4,
+            "- The fourth added steps on single images (`--images 0.25`): a saturated image still",
+            "  came back grey, because a clip's first frame, the path an image takes, is 1/17 of its loss.",
         ),
-        *(
-            [
-                "- The fifth fixed colour that does not follow brightness: `--recolour` gives each region",
-                "  one line of colours, and the model turned the held-out cat's green eyes and the coffee's",
-                "  brown pink (`--chroma`).",
-            ]
-            if len(sittings) >= 5
-            else []
+        *since(
+            5,
+            "- The fifth fixed colour that does not follow brightness: `--recolour` gives each region",
+            "  one line of colours, and the model turned the held-out cat's green eyes and the coffee's",
+            "  brown pink (`--chroma`).",
         ),
-        *(
-            [
-                "- The sixth added a squared-error term (`--mse 2`) at a lower rate: held-out PSNR is",
-                "  squared error, and its largest errors were still colours.",
-            ]
-            if len(sittings) >= 6
-            else []
+        *since(
+            6,
+            "- The sixth added a squared-error term (`--mse 2`) at a lower rate: held-out PSNR is",
+            "  squared error, and its largest errors were still colours.",
         ),
         f"- CPU time: {sum(st['cpu_seconds'] for st in sittings) / 60:.0f} minutes of process time on 2 cores (AMD EPYC) in all.",
         "- Loss: L1 + 0.2 (1 - SSIM) + 1e-6 KL" + (", + 2 MSE in the sixth sitting." if len(sittings) >= 6 else "."),
