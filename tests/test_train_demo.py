@@ -150,6 +150,24 @@ def test_any_scale_shows_a_big_photo_at_its_own_pixel_scale():
     assert max(scaled) > 0.5 and min(scaled) < 0.1  # near its own scale and shrunk: both occur
 
 
+def test_magnify_lets_the_camera_zoom_in_past_a_photos_own_pixels():
+    """A horizontal ramp rises 2/127 per image pixel, so a clip's gradient per clip pixel is
+    that over the magnification: at most 1x without `magnify`, up to 4x with magnify=4."""
+    from wanvae.clips import camera_clip
+
+    ramp = torch.linspace(-1, 1, 128).view(1, 1, 128).expand(3, 128, 128)
+
+    def gradients(magnify: float) -> list[float]:
+        g = torch.Generator().manual_seed(0)
+        clips = [camera_clip(ramp, 5, (32, 32), g, any_scale=True, magnify=magnify) for _ in range(32)]
+        return [float((c[0, 0, 16, 1:] - c[0, 0, 16, :-1]).abs().median()) for c in clips]
+
+    per_pixel = 2 / 127
+    assert min(gradients(1.0)) > 0.98 * per_pixel  # never past the photo's own pixels (rolls cost < 2%)
+    magnified = gradients(4.0)
+    assert min(magnified) < per_pixel / 2 and min(magnified) > 0.97 * per_pixel / 4
+
+
 def test_recolour_gives_grey_pictures_colour_and_keeps_their_structure():
     from wanvae.clips import recolour
 
@@ -236,6 +254,10 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     assert r.returncode == 2 and "multiples of 8" in r.stderr
     r = subprocess.run(cmd[:11] + ["--mse", "-1"], capture_output=True, text=True)
     assert r.returncode == 2 and "loss weight must be >= 0" in r.stderr
+    r = subprocess.run(cmd[:11] + ["--magnify", "2"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--magnify sets how far --any-scale zooms in" in r.stderr
+    r = subprocess.run(cmd[:11] + ["--any-scale", "--magnify", "0.5"], capture_output=True, text=True)
+    assert r.returncode == 2 and "between 1 and 16" in r.stderr
 
 
 def test_image_steps_train_on_batch_times_t_single_frames(data):

@@ -31,21 +31,30 @@ def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
 
 
 def camera_clip(
-    image: Tensor, frames: int, size: tuple[int, int], g: torch.Generator, strength: float = 1.0, any_scale: bool = False
+    image: Tensor,
+    frames: int,
+    size: tuple[int, int],
+    g: torch.Generator,
+    strength: float = 1.0,
+    any_scale: bool = False,
+    magnify: float = 1.0,
 ) -> Tensor:
     """A still image seen by a moving camera: a smooth pan, zoom and roll between two poses.
 
     The view covers 45% to all of the image's shorter side, or with `any_scale` anything from
     the image's own pixels (zoom log-uniform) up to all of it: a small training crop of a big
     photo otherwise only ever shows it shrunk several times, never at the scale of the
-    held-out clips, whose detail per pixel differs.
+    held-out clips, whose detail per pixel differs. `magnify` (with `any_scale`) lets the
+    closest view show each image pixel up to that many clip pixels wide: a clip of a
+    256-pixel frame shows a 300-pixel photo magnified, smooth at the pixel level, and a model
+    trained only on shrunk photos spends its capacity on denser detail than that.
     """
     w, h = size
     _, ih, iw = image.shape
     # The view covers at most the image; its aspect is the clip's.
     base = min(iw / w, ih / h)
     if any_scale:
-        lowest = min(1.0, 1.0 / base)  # zoom at which one clip pixel is one image pixel
+        lowest = min(1.0, 1.0 / (base * magnify))  # zoom at which one image pixel is `magnify` clip pixels
         start_zoom = math.exp(_uniform(g, math.log(lowest), 0.0))
         end_zoom = min(1.0, max(lowest, start_zoom * math.exp(_uniform(g, -0.35, 0.35))))
     else:
@@ -251,8 +260,10 @@ class ClipSampler:
         any_scale: bool = False,
         recolour: float = 0.0,
         chroma: float = 0.0,
+        magnify: float = 1.0,
     ) -> None:
         self.any_scale = any_scale
+        self.magnify = magnify
         self.recolour = recolour
         self.chroma = chroma
         self.images: list[Tensor] = []
@@ -275,7 +286,7 @@ class ClipSampler:
             # Colour shifted on the still picture, so its colour field moves with the scene.
             if shift:
                 picture = shift_chroma(picture, g)
-            return camera_clip(picture, frames, size, g, any_scale=self.any_scale)
+            return camera_clip(picture, frames, size, g, any_scale=self.any_scale, magnify=self.magnify)
 
         pick = torch.rand((), generator=g).item()
         filmed = False

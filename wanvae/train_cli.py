@@ -27,6 +27,16 @@ def _weight(text: str) -> float:
     return value
 
 
+def _magnify(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}") from None
+    if not 1.0 <= value <= 16.0:  # also rejects nan; past 16x a view is a few blurred pixels
+        raise argparse.ArgumentTypeError(f"a magnification between 1 and 16, got {text}")
+    return value
+
+
 def _clip(text: str) -> tuple[int, int, int]:
     try:
         w, h, t = (int(v) for v in text.lower().split("x"))
@@ -61,6 +71,9 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--dead-leaves", type=_share, default=0.35, metavar="P", help="share of dead-leaves pictures in camera motion (default 0.35)")
     p.add_argument("--any-scale", action="store_true", help="show photos at any scale from their own pixels up to the whole "
                    "picture, not only shrunk to fit the clip (for small clips of big photos)")
+    p.add_argument("--magnify", type=_magnify, default=1.0, metavar="M", help="with --any-scale, let the camera zoom in "
+                   "until one photo pixel is M clip pixels wide (default 1): frames of real video are smoother at "
+                   "the pixel level than shrunk photos")
     p.add_argument("--recolour", type=_share, default=0.0, metavar="P", help="share of clips given random new colours "
                    "(default 0; for data that is mostly grey)")
     p.add_argument("--mse", type=_weight, default=0.0, metavar="W", help="weight of a squared-error term beside L1 "
@@ -88,6 +101,8 @@ def run(args) -> int:
         raise UsageError(f"{args.data}: not a folder")
     if args.config and (args.init or args.resume):
         raise UsageError("--config starts a new model; it does not go with --init or --resume")
+    if args.magnify != 1.0 and not args.any_scale:
+        raise UsageError("--magnify sets how far --any-scale zooms in: give --any-scale with it")
     if args.decoder_only and not (args.init or args.resume):
         raise UsageError("--decoder-only fine-tunes an existing model: give --init CKPT")
     if not args.resume:
@@ -108,6 +123,7 @@ def run(args) -> int:
         procedural=args.procedural,
         dead_leaves=args.dead_leaves,
         any_scale=args.any_scale,
+        magnify=args.magnify,
         recolour=args.recolour,
         chroma=args.chroma,
         mse_weight=args.mse,
