@@ -45,9 +45,12 @@ def main() -> None:
     val = train.evaluate(model, train.validation_clips(args.val, (256, 256, 17), seed=1)) if args.val else None
     cfg = model.config
 
+    def reached(sitting: int) -> bool:
+        return len(sittings) >= sitting
+
     def since(sitting: int, *lines: str) -> list[str]:
         """Card lines about a sitting, shown once the lineage has reached it."""
-        return list(lines) if len(sittings) >= sitting else []
+        return list(lines) if reached(sitting) else []
 
     params = sum(p.numel() for p in model.parameters())
     lines = [
@@ -67,10 +70,10 @@ def main() -> None:
         "  (smooth pan, zoom and roll). Random flips.",
         "- Dead-leaves pictures (occluding discs with power-law radii, colours drawn from the",
         "  training photos) filmed the same way, from the second sitting on (35% of clips"
-        + ("; 20% from the seventh" if len(sittings) >= 7 else "") + "): they",
+        + ("; 20% from the seventh" if reached(7) else "") + "): they",
         "  have natural-image statistics and no end.",
         "- Procedurally generated moving scenes (25% of clips in the first sitting, 15% after"
-        + (", 5% from the seventh" if len(sittings) >= 7 else "") + ").",
+        + (", 5% from the seventh" if reached(7) else "") + ").",
         "- From the third sitting on, half the clips get new colours (`--recolour 0.5`: channels",
         "  shuffled, a duotone of the brightness blended in): 8 of the 13 photos are grey.",
         *since(
@@ -124,7 +127,7 @@ def main() -> None:
         ),
         *since(8, "- The eighth repeated the seventh's recipe with a fresh schedule (another seed): 24.22 dB."),
         f"- CPU time: {sum(st['cpu_seconds'] for st in sittings) / 60:.0f} minutes of process time on 2 cores (AMD EPYC) in all.",
-        "- Loss: L1 + 0.2 (1 - SSIM) + 1e-6 KL" + (", + 2 MSE from the sixth sitting on." if len(sittings) >= 6 else "."),
+        "- Loss: L1 + 0.2 (1 - SSIM) + 1e-6 KL" + (", + 2 MSE from the sixth sitting on." if reached(6) else "."),
         "",
         "Rebuild it:",
         "",

@@ -7,31 +7,29 @@ import json
 from pathlib import Path
 
 
-def _share(text: str) -> float:
+def _number(text: str, expected: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def _share(text: str) -> float:
+    value = _number(text, "a number between 0 and 1")
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"a share between 0 and 1, got {text}")
     return value
 
 
 def _weight(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    value = _number(text, "a number >= 0")
     if not value >= 0.0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"a loss weight must be >= 0, got {text}")
     return value
 
 
 def _magnify(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}") from None
+    value = _number(text, "a number >= 1")
     if not 1.0 <= value <= 16.0:  # also rejects nan; past 16x a view is a few blurred pixels
         raise argparse.ArgumentTypeError(f"a magnification between 1 and 16, got {text}")
     return value
