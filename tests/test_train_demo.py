@@ -78,6 +78,16 @@ def test_shipped_demo_model_reaches_its_card():
     assert abs(measured - claimed) <= 0.5, (measured, claimed)
 
 
+def test_demo_card_and_its_lineage_agree():
+    """The card is written from tools/demo-lineage.json: its sittings and rebuild commands."""
+    lineage = json.loads((Path(__file__).parents[1] / "tools" / "demo-lineage.json").read_text())
+    card = CARD.read_text()
+    assert f"- {len(lineage['sittings'])} sitting(s)" in card
+    assert ", ".join(f"{s['steps']} steps" for s in lineage["sittings"]) in card
+    rebuild = card.split("```bash\n")[1].split("```")[0].splitlines()
+    assert [line for line in rebuild if line.startswith("wanvae train")] == lineage["commands"]
+
+
 @pytest.mark.skipif(not demo.asset(demo.DEMO_WEIGHTS).exists(), reason="no demo model bundled")
 def test_wanvae_demo_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
@@ -258,6 +268,29 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     assert r.returncode == 2 and "--magnify sets how far --any-scale zooms in" in r.stderr
     r = subprocess.run(cmd[:11] + ["--any-scale", "--magnify", "0.5"], capture_output=True, text=True)
     assert r.returncode == 2 and "between 1 and 16" in r.stderr
+    r = subprocess.run(cmd[:11] + ["--clip", "32x32x5", "--view", "64x24"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--view 64x24 is smaller than the 32x32 clip" in r.stderr
+
+
+def test_view_films_photos_at_its_size_and_keeps_a_window_of_them(tmp_path):
+    """A photo clip drawn with `view` is exactly a crop of the same camera move filmed at the
+    view's size: the draws of the sampler, replayed by hand, give the same pixels."""
+    from wanvae.clips import ClipSampler, camera_clip, load_image, random_crop
+
+    media.write_image(tmp_path / "a.png", 200, 150, 5)
+    photo = load_image(tmp_path / "a.png")
+    sampler = ClipSampler(tmp_path, procedural=0.0, dead_leaves=0.0, view=(128, 96))
+    for seed in range(4):
+        clip = sampler.sample(5, (32, 24), torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        torch.rand((), generator=g), torch.randint(0, 1, (), generator=g)  # the pick, the photo
+        full = camera_clip(photo, 5, (128, 96), g)  # [3, 5, 96, 128]
+        window = random_crop(full, (32, 24), g)
+        if torch.rand((), generator=g).item() < 0.5:
+            window = window.flip(-1)
+        assert clip.shape == (3, 5, 24, 32) and torch.equal(clip, window)
+        assert any(torch.equal(window, full[..., y : y + 24, x : x + 32]) or torch.equal(window, full[..., y : y + 24, x : x + 32].flip(-1))
+                   for y in range(96 - 24 + 1) for x in range(128 - 32 + 1))
 
 
 def test_image_steps_train_on_batch_times_t_single_frames(data):

@@ -53,6 +53,8 @@ class TrainOptions:
     any_scale: bool = False
     # With any_scale: how far past an image's own pixels the camera may zoom in (see camera_clip).
     magnify: float = 1.0
+    # Photos filmed (videos resized) at this W, H and cropped to `clip` (see ClipSampler).
+    view: tuple[int, int] | None = None
     # Share of clips given new colours (see clips.recolour): for data that is mostly grey.
     recolour: float = 0.0
     # Share of clips whose colours move independently of brightness (see clips.shift_chroma):
@@ -180,7 +182,7 @@ def train(
         g.set_state(st["generator"])
         step, log, cpu_seconds = st["step"], json.loads(st["log"]), st["cpu_seconds"]
     sampler = ClipSampler(data, procedural=opts.procedural, dead_leaves=opts.dead_leaves, any_scale=opts.any_scale,
-                          recolour=opts.recolour, chroma=opts.chroma, magnify=opts.magnify)
+                          recolour=opts.recolour, chroma=opts.chroma, magnify=opts.magnify, view=opts.view)
     val_clips = validation_clips(val, opts.val_clip or opts.clip, seed=opts.seed + 1) if val else []
     last = {}
     started = time.process_time()

@@ -45,6 +45,16 @@ def _clip(text: str) -> tuple[int, int, int]:
     return w, h, t
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH such as 256x256, got {text!r}") from None
+    if min(w, h) < 1:
+        raise argparse.ArgumentTypeError(f"{text}: W and H must be positive")
+    return w, h
+
+
 def add_parser(sub, common, model, frames) -> None:
     p = sub.add_parser(
         "train",
@@ -72,6 +82,8 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--magnify", type=_magnify, default=1.0, metavar="M", help="with --any-scale, let the camera zoom in "
                    "until one photo pixel is M clip pixels wide (default 1): frames of real video are smoother at "
                    "the pixel level than shrunk photos")
+    p.add_argument("--view", type=_size, default=None, metavar="WxH", help="film photos (resize videos) at WxH and "
+                   "train on a random --clip-sized crop: motion and scale as in WxH frames at the cost of small clips")
     p.add_argument("--recolour", type=_share, default=0.0, metavar="P", help="share of clips given random new colours "
                    "(default 0; for data that is mostly grey)")
     p.add_argument("--mse", type=_weight, default=0.0, metavar="W", help="weight of a squared-error term beside L1 "
@@ -101,6 +113,9 @@ def run(args) -> int:
         raise UsageError("--config starts a new model; it does not go with --init or --resume")
     if args.magnify != 1.0 and not args.any_scale:
         raise UsageError("--magnify sets how far --any-scale zooms in: give --any-scale with it")
+    if args.view and (args.view[0] < args.clip[0] or args.view[1] < args.clip[1]):
+        w, h, _ = args.clip
+        raise UsageError(f"--view {args.view[0]}x{args.view[1]} is smaller than the {w}x{h} clip cropped from it: give at least {w}x{h}")
     if args.decoder_only and not (args.init or args.resume):
         raise UsageError("--decoder-only fine-tunes an existing model: give --init CKPT")
     if not args.resume:
@@ -122,6 +137,7 @@ def run(args) -> int:
         dead_leaves=args.dead_leaves,
         any_scale=args.any_scale,
         magnify=args.magnify,
+        view=args.view,
         recolour=args.recolour,
         chroma=args.chroma,
         mse_weight=args.mse,
