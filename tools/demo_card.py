@@ -1,7 +1,11 @@
 """Package a trained checkpoint as the bundled demo model and write its model card.
 
     python tools/demo_card.py TRAINED.safetensors [--val /tmp/demo-data/val] \
-        [--earlier FIRST_SITTING.safetensors] --command "wanvae train ..." [--command ...]
+        [--earlier SITTING.safetensors] --command "wanvae train ..." [--command ...] [--record]
+
+The sittings before these (their commands, steps, validation PSNR and CPU time) come from
+tools/demo-lineage.json, so the card does not depend on training state files surviving
+on one machine; `--record` adds the new sittings and commands to it.
 
 Stores the weights as fp16 safetensors (wanvae/assets/demo.safetensors, at most 8 MB) and
 measures PSNR/SSIM on the card's held-out clips with the fp16 weights loaded as fp32,
@@ -20,6 +24,23 @@ import wanvae
 from wanvae import demo, train
 
 ASSETS = Path(wanvae.__file__).parent / "assets"
+LINEAGE = Path(__file__).with_name("demo-lineage.json")
+
+
+def sitting_record(checkpoint: str) -> dict:
+    """What the card needs of one sitting, from the training state beside its checkpoint."""
+    state = torch.load(train.state_path(Path(checkpoint)), map_location="cpu", weights_only=True)
+    val = [[r["step"], round(r["val_psnr"], 2)] for r in json.loads(state["log"]) if "val_psnr" in r]
+    return {"steps": state["step"], "cpu_seconds": round(state["cpu_seconds"]), "val_psnr": val}
+
+
+def write_lineage(lineage: dict, path: Path) -> None:
+    """As JSON with one sitting per line, so a new sitting is a one-line diff."""
+    sittings = ",\n".join("  " + json.dumps(s) for s in lineage["sittings"])
+    commands = ",\n".join("  " + json.dumps(c) for c in lineage["commands"])
+    head = {k: v for k, v in lineage.items() if k not in ("sittings", "commands")}
+    body = json.dumps(head, indent=1)[:-2]
+    path.write_text(f'{body},\n "sittings": [\n{sittings}\n ],\n "commands": [\n{commands}\n ]\n}}\n')
 
 
 def main() -> None:
@@ -27,15 +48,17 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("--val", help="folder of held-out images (the training run's --val)")
     p.add_argument("--command", action="append", default=[], help="a training command, for the card (in order)")
-    p.add_argument("--earlier", action="append", default=[], help="checkpoints of earlier sittings (their CPU time and validation)")
+    p.add_argument("--earlier", action="append", default=[], help="checkpoints of this run's earlier sittings, "
+                   "after those in the lineage (their CPU time and validation)")
+    p.add_argument("--lineage", type=Path, default=LINEAGE, help="the sittings before these (default: %(default)s)")
+    p.add_argument("--record", action="store_true", help="add these sittings and commands to the lineage")
     args = p.parse_args()
     vae = wanvae.load(args.checkpoint)
-
-    def train_state(path: str) -> dict:
-        return torch.load(train.state_path(Path(path)), map_location="cpu", weights_only=True)
-
-    state = train_state(args.checkpoint)
-    sittings = [train_state(path) for path in args.earlier] + [state]
+    lineage = json.loads(args.lineage.read_text())
+    lineage["sittings"] += [sitting_record(path) for path in [*args.earlier, args.checkpoint]]
+    lineage["commands"] += args.command
+    sittings = lineage["sittings"]
+    cpu_seconds = lineage.get("cpu_seconds_unsplit", 0) + sum(s.get("cpu_seconds") or 0 for s in sittings)
     out = ASSETS / demo.DEMO_WEIGHTS
     wanvae.save(vae.half(), out)
     size_mb = out.stat().st_size / 2**20
@@ -90,7 +113,7 @@ def main() -> None:
         f"- Config: `{json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ('latents_mean', 'latents_std')})}`",
         "  (latent statistics: Wan 2.1's, so normalisation behaves like the real model's).",
         f"- {len(sittings)} sitting(s), each starting from the last one's weights with a fresh schedule: "
-        + ", ".join(f"{st['step']} steps" for st in sittings)
+        + ", ".join(f"{st['steps']} steps" for st in sittings)
         + "; AdamW with warm-up and cosine decay; clip sizes, batches and rates in the commands below.",
         "- What each sitting fixed: the first trained on 64x64x9 clips whose photos a prefilter bug",
         "  had blurred (shrunk by the square of the zoom, fixed since: its command now draws sharp",
@@ -126,14 +149,14 @@ def main() -> None:
             "  fewer synthetic pictures alone 23.59 dB, the sixth sitting 23.63 dB.",
         ),
         *since(8, "- The eighth repeated the seventh's recipe with a fresh schedule (another seed): 24.22 dB."),
-        f"- CPU time: {sum(st['cpu_seconds'] for st in sittings) / 60:.0f} minutes of process time on 2 cores (AMD EPYC) in all.",
+        f"- CPU time: {cpu_seconds / 60:.0f} minutes of process time on 2 cores (AMD EPYC) in all.",
         "- Loss: L1 + 0.2 (1 - SSIM) + 1e-6 KL" + (", + 2 MSE from the sixth sitting on." if reached(6) else "."),
         "",
         "Rebuild it:",
         "",
         "```bash",
         "pip install scikit-image && python tools/demo_data.py /tmp/demo-data",
-        *(args.command or ["wanvae train /tmp/demo-data/train -o demo.safetensors --config small ..."]),
+        *lineage["commands"],
         "python tools/demo_card.py demo.safetensors --val /tmp/demo-data/val",
         "```",
         "",
@@ -150,13 +173,15 @@ def main() -> None:
         "",
         "Validation during training (held-out chelsea and coffee, 256x256x17, camera moves drawn from each sitting's seed): "
         + "; ".join(
-            f"sitting {n + 1}: " + ", ".join(f"step {r['step']} {r['val_psnr']:.2f} dB" for r in json.loads(st["log"]) if "val_psnr" in r)
+            f"sitting {n + 1}: " + ", ".join(f"step {step} {psnr:.2f} dB" for step, psnr in st["val_psnr"])
             for n, st in enumerate(sittings)
         )
         + ".",
         "",
     ]
     (ASSETS / "demo-model.md").write_text("\n".join(lines))
+    if args.record:
+        write_lineage(lineage, args.lineage)
     print("\n".join(lines))
 
 
