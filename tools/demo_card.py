@@ -165,7 +165,6 @@ def main() -> None:
             "  The eighth sitting's recipe alone had gained 0.34 dB, so the view's share of the 0.30 dB",
             "  gained is not separated, and the mid-clip frames stayed at 21.8 dB.",
         ),
-        *since(10, f"- The tenth continued the ninth's recipe, 1500 steps at a lower rate: {val['psnr'] if val else float('nan'):.2f} dB."),
         f"- CPU time: {cpu_seconds / 60:.0f} minutes of process time on 2 cores (AMD EPYC) in all.",
         "- Loss: L1 + 0.2 (1 - SSIM) + 1e-6 KL" + (", + 2 MSE from the sixth sitting on." if reached(6) else "."),
         "",
