@@ -45,17 +45,9 @@ def _clip(text: str) -> tuple[int, int, int]:
     return w, h, t
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 256x256, got {text!r}") from None
-    if min(w, h) < 1:
-        raise argparse.ArgumentTypeError(f"{text}: W and H must be positive")
-    return w, h
-
-
 def add_parser(sub, common, model, frames) -> None:
+    from wanvae.cli import parse_size
+
     p = sub.add_parser(
         "train",
         parents=[common],
@@ -82,7 +74,7 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--magnify", type=_magnify, default=1.0, metavar="M", help="with --any-scale, let the camera zoom in "
                    "until one photo pixel is M clip pixels wide (default 1): frames of real video are smoother at "
                    "the pixel level than shrunk photos")
-    p.add_argument("--view", type=_size, default=None, metavar="WxH", help="film photos (resize videos) at WxH and "
+    p.add_argument("--view", type=parse_size, default=None, metavar="WxH", help="film photos (resize videos) at WxH and "
                    "train on a random --clip-sized crop: motion and scale as in WxH frames at the cost of small clips")
     p.add_argument("--recolour", type=_share, default=0.0, metavar="P", help="share of clips given random new colours "
                    "(default 0; for data that is mostly grey)")
