@@ -303,3 +303,17 @@ def test_image_steps_train_on_batch_times_t_single_frames(data):
     half = train.TrainOptions(batch=2, clip=(32, 32, 5), images=0.5)
     shapes = {train.training_batch(sampler, half, g).shape[2] for _ in range(12)}
     assert shapes == {1, 5}
+
+
+def test_colour_share_tells_colour_from_brightness_and_coarse_from_fine():
+    from wanvae.metrics import colour_share
+
+    clip = torch.rand(3, 2, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    grey = clip + 0.1  # the same error in every channel: brightness only
+    assert colour_share(grey, clip) == pytest.approx((0.0, 0.0), abs=1e-6)
+    tint = clip + torch.tensor([0.1, -0.1, 0.0]).view(3, 1, 1, 1)  # a hue shift over the whole picture
+    assert colour_share(tint, clip) == pytest.approx((1.0, 1.0), abs=1e-5)
+    checker = (torch.arange(32).view(1, 32) + torch.arange(32).view(32, 1)) % 2 * 0.2 - 0.1  # pixel-scale colour noise
+    fringe = clip + torch.stack([checker, -checker, torch.zeros_like(checker)]).unsqueeze(1)
+    share, coarse = colour_share(fringe, clip)
+    assert share == pytest.approx(1.0, abs=1e-5) and coarse < 0.01
