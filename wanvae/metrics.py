@@ -1,4 +1,4 @@
-"""Reconstruction quality: PSNR and SSIM per frame, on pixels in [-1, 1]."""
+"""Reconstruction quality on pixels in [-1, 1]: PSNR and SSIM per frame, and how much of an error is colour."""
 
 from __future__ import annotations
 
