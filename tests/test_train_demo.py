@@ -205,6 +205,23 @@ def test_mse_weight_adds_squared_error_to_the_loss():
     assert float(squared["loss"] - plain["loss"]) == pytest.approx(2 * float(plain["mse"]), rel=1e-5)
 
 
+def test_coarse_colour_weight_adds_only_regional_hue_error_to_the_loss():
+    g = torch.Generator().manual_seed(0)
+    clip = torch.rand(1, 3, 5, 32, 32, generator=g) * 2 - 1
+    mean, logvar = torch.zeros(1, 16, 2, 4, 4), torch.zeros(1, 16, 2, 4, 4)
+    opts = train.TrainOptions(coarse_colour_weight=3.0)
+
+    def extra(recon):  # what the term adds to the loss
+        return float(train.loss_terms(recon, clip, mean, logvar, opts)["loss"] - train.loss_terms(recon, clip, mean, logvar, train.TrainOptions())["loss"])
+
+    tint = torch.tensor([0.1, -0.1, 0.0]).view(1, 3, 1, 1, 1)  # one wrong hue everywhere: chroma error 0.1^2 * 2/3
+    assert extra(clip + tint) == pytest.approx(3.0 * 0.01 * 2 / 3, rel=1e-4)
+    assert extra(clip + 0.1) == pytest.approx(0.0, abs=1e-7)  # brightness only
+    checker = (torch.arange(32).view(1, 32) + torch.arange(32).view(32, 1)) % 2 * 0.2 - 0.1
+    fringe = torch.stack([checker, -checker, torch.zeros_like(checker)]).view(1, 3, 1, 32, 32)
+    assert 0 < extra(clip + fringe) < 0.01 * extra(clip + tint)  # pixel-scale colour noise barely counts
+
+
 def test_shift_chroma_moves_colour_independently_of_brightness_and_keeps_brightness():
     from wanvae.clips import shift_chroma
 
@@ -255,7 +272,7 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     config.write_text(json.dumps({"dim": 4, "name": "micro"}))
     out = tmp_path / "m.safetensors"
     cmd = [shutil.which("wanvae"), "train", data, "-o", out, "--config", config, "--steps", "4", "--stop-after", "2",
-           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--mse", "2", "--images", "0.5", "--val-every", "2", "--quiet"]
+           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--mse", "2", "--coarse-colour", "5", "--images", "0.5", "--val-every", "2", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert torch.load(train.state_path(out), weights_only=True)["step"] == 2  # stopped after the first sitting

@@ -21,16 +21,23 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
     return _ssim(x, y, data_range=1.0, size_average=False)
 
 
+def coarse_colour_error(err: Tensor, window: int = 17) -> Tensor:
+    """The colour part of an error [N, 3, H, W] averaged over `window` x `window` neighbourhoods.
+
+    Colour is the error's part orthogonal to grey (each pixel's error minus its channel mean);
+    averaging keeps a wrong hue over a whole region (which a model can learn) and cancels the
+    colour fringes at edges.
+    """
+    chroma = err - err.mean(1, keepdim=True)
+    return torch.nn.functional.avg_pool2d(chroma, window, 1, window // 2, count_include_pad=False)
+
+
 def colour_share(a: Tensor, b: Tensor, coarse: int = 17) -> tuple[float, float]:
     """How much of the squared error between [3, T, H, W] clips is colour, not brightness:
-    (share of all of it, share of it that is colour at the scale of `coarse` pixels).
-
-    Colour here is the error's part orthogonal to grey (each pixel's error minus its channel
-    mean). The coarse part, the colour error averaged over `coarse` x `coarse` windows, tells a
-    wrong hue over a whole region (which a model can learn) from colour fringes at edges.
+    (share of all of it, share of it that is colour at the scale of `coarse` pixels; see
+    `coarse_colour_error`).
     """
-    err = a.float() - b.float()
-    chroma = err - err.mean(0, keepdim=True)
+    err = (a.float() - b.float()).transpose(0, 1)  # [T, 3, H, W]
+    chroma = err - err.mean(1, keepdim=True)
     total = err.pow(2).mean().clamp_min(1e-20)
-    blurred = torch.nn.functional.avg_pool2d(chroma.transpose(0, 1), coarse, 1, coarse // 2, count_include_pad=False)
-    return float(chroma.pow(2).mean() / total), float(blurred.pow(2).mean() / total)
+    return float(chroma.pow(2).mean() / total), float(coarse_colour_error(err, coarse).pow(2).mean() / total)

@@ -80,6 +80,8 @@ def add_parser(sub, common, model, frames) -> None:
                    "(default 0; for data that is mostly grey)")
     p.add_argument("--mse", type=_weight, default=0.0, metavar="W", help="weight of a squared-error term beside L1 "
                    "(default 0): PSNR is squared error, and L1 pulls no harder on large errors")
+    p.add_argument("--coarse-colour", type=_weight, default=0.0, metavar="W", help="weight of the squared colour error "
+                   "averaged over 17-pixel windows (default 0): wrong hue over whole regions, which --mse weighs like grain")
     p.add_argument("--chroma", type=_share, default=0.0, metavar="P", help="share of clips whose hue, saturation and a "
                    "smooth colour field are randomised, brightness kept (default 0; for data short of colour)")
     p.add_argument("--images", type=_share, default=0.0, metavar="P", help="share of steps on single images (batch x T of "
@@ -133,6 +135,7 @@ def run(args) -> int:
         recolour=args.recolour,
         chroma=args.chroma,
         mse_weight=args.mse,
+        coarse_colour_weight=args.coarse_colour,
         stop_after=args.stop_after,
         images=args.images,
     )
