@@ -99,6 +99,8 @@ def main() -> None:
         return list(lines) if reached(sitting) else []
 
     params = sum(p.numel() for p in model.parameters())
+    # The sittings that cut the share of dead-leaves clips (--dead-leaves), and the share after.
+    dead_leaves_cuts = [(7, "20%", "seventh"), (14, "10%", "fourteenth"), (15, "5%", "fifteenth")]
     lines = [
         "# wanvae demo model",
         "",
@@ -116,7 +118,7 @@ def main() -> None:
         "  (smooth pan, zoom and roll). Random flips.",
         "- Dead-leaves pictures (occluding discs with power-law radii, colours drawn from the",
         "  training photos) filmed the same way, from the second sitting on (35% of clips"
-        + ("; 20% from the seventh" if reached(7) else "") + ("; 10% from the fourteenth" if reached(14) else "") + ("; 5% from the fifteenth" if reached(15) else "") + "): they",
+        + "".join(f"; {share} from the {nth}" for sitting, share, nth in dead_leaves_cuts if reached(sitting)) + "): they",
         "  have natural-image statistics and no end.",
         "- Procedurally generated moving scenes (25% of clips in the first sitting, 15% after"
         + (", 5% from the seventh" if reached(7) else "") + ").",
