@@ -1,11 +1,15 @@
-"""Write the demo model's training and held-out photos from scikit-image's bundled data.
+"""Write the demo model's training and held-out photos from photos bundled with well-known packages.
 
-Only images whose scikit-image docs say CC0, public domain or no known copyright
+From scikit-image, only images whose docs say CC0, public domain or no known copyright
 restrictions are used. Held out:
 chelsea (CC0, Stefan van der Walt) and coffee (CC0, Rachel Michetti). The demo ships a
 copy of chelsea as its held-out clip source.
 
-    pip install scikit-image && python tools/demo_data.py /tmp/demo-data
+From the sixteenth sitting on, training also sees three natural colour photos bundled with
+scikit-learn and matplotlib (`train-16`): 8 of scikit-image's 13 training photos are grey,
+and colour was a third of the held-out error. Their licences are in `EXTRA_COLOUR`.
+
+    pip install scikit-image scikit-learn matplotlib && python tools/demo_data.py /tmp/demo-data
 """
 
 from __future__ import annotations
@@ -25,6 +29,25 @@ TRAIN = [
 HELD_OUT = ["chelsea", "coffee"]
 # The demo model's first sitting saw only these (the model card's rebuild commands use it).
 FIRST_SITTING = TRAIN[:10]
+# name: (where it is bundled, licence). Only in `train-16`, so earlier sittings' commands
+# still read exactly the photos they were trained on.
+EXTRA_COLOUR = {
+    "china": ("scikit-learn, sklearn/datasets/images", "CC BY 2.0, danielbuechele on Flickr"),
+    "flower": ("scikit-learn, sklearn/datasets/images", "CC BY 2.0, vultilion on Flickr"),
+    "grace_hopper": ("matplotlib, mpl-data/sample_data", "public domain (US Navy photo)"),
+}
+
+
+def load_extra(name: str) -> np.ndarray:
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        import matplotlib.image
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            return matplotlib.image.imread(f, format="jpg")
+    from sklearn.datasets import load_sample_image
+
+    return load_sample_image(f"{name}.jpg")
 
 
 def write_png(path: Path, img: np.ndarray) -> None:
@@ -47,11 +70,12 @@ def write_png(path: Path, img: np.ndarray) -> None:
 def main(out: str) -> None:
     import skimage.data as data
 
-    for split, names in (("train", TRAIN), ("train-1", FIRST_SITTING), ("val", HELD_OUT)):
+    splits = {"train": TRAIN, "train-1": FIRST_SITTING, "train-16": TRAIN + list(EXTRA_COLOUR), "val": HELD_OUT}
+    for split, names in splits.items():
         folder = Path(out) / split
         folder.mkdir(parents=True, exist_ok=True)
         for name in names:
-            write_png(folder / f"{name}.png", getattr(data, name)())
+            write_png(folder / f"{name}.png", load_extra(name) if name in EXTRA_COLOUR else getattr(data, name)())
             print(folder / f"{name}.png")
 
 
