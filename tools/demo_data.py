@@ -29,21 +29,22 @@ TRAIN = [
 HELD_OUT = ["chelsea", "coffee"]
 # The demo model's first sitting saw only these (the model card's rebuild commands use it).
 FIRST_SITTING = TRAIN[:10]
-# name: (where it is bundled, licence). Only in `train-16`, so earlier sittings' commands
-# still read exactly the photos they were trained on.
+# name: (the package that bundles it, licence). Only in `train-16`, so earlier sittings'
+# commands still read exactly the photos they were trained on.
 EXTRA_COLOUR = {
-    "china": ("scikit-learn, sklearn/datasets/images", "CC BY 2.0, danielbuechele on Flickr"),
-    "flower": ("scikit-learn, sklearn/datasets/images", "CC BY 2.0, vultilion on Flickr"),
-    "grace_hopper": ("matplotlib, mpl-data/sample_data", "public domain (US Navy photo)"),
+    "china": ("scikit-learn", "CC BY 2.0, danielbuechele on Flickr"),
+    "flower": ("scikit-learn", "CC BY 2.0, vultilion on Flickr"),
+    "grace_hopper": ("matplotlib", "public domain (US Navy photo)"),
 }
 
 
 def load_extra(name: str) -> np.ndarray:
-    if name == "grace_hopper":
+    package, _licence = EXTRA_COLOUR[name]
+    if package == "matplotlib":
         import matplotlib.cbook
         import matplotlib.image
 
-        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        with matplotlib.cbook.get_sample_data(f"{name}.jpg") as f:
             return matplotlib.image.imread(f, format="jpg")
     from sklearn.datasets import load_sample_image
 
