@@ -334,3 +334,20 @@ def test_colour_share_tells_colour_from_brightness_and_coarse_from_fine():
     fringe = clip + torch.stack([checker, -checker, torch.zeros_like(checker)]).unsqueeze(1)
     share, coarse = colour_share(fringe, clip)
     assert share == pytest.approx(1.0, abs=1e-5) and coarse < 0.01
+
+
+def test_lineage_commands_chain_to_the_shipped_weights():
+    """Rebuilding runs the card's commands in order: each --init is what an earlier command
+    wrote, and only the last sitting writes the shipped name."""
+    commands = json.loads((Path(__file__).parents[1] / "tools" / "demo-lineage.json").read_text())["commands"]
+    written: list[str] = []
+    for command in commands:
+        args = command.split()
+        if "--init" in args:
+            assert args[args.index("--init") + 1] in written, command
+        if "--resume" in args:
+            assert args[args.index("-o") + 1] in written, command
+        written.append(args[args.index("-o") + 1])
+    assert written[-1] == "demo.safetensors" and written.count("demo.safetensors") == 1 + sum(
+        "--resume" in c and " -o demo.safetensors " in c for c in commands
+    )

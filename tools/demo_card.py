@@ -61,6 +61,16 @@ def write_lineage(lineage: dict, path: Path) -> None:
     path.write_text(f'{body},\n "sittings": [\n{sittings}\n ],\n "commands": [\n{commands}\n ]\n}}\n')
 
 
+def hand_over(commands: list[str], new: list[str]) -> list[str]:
+    """`commands` with the shipped name passed on: the earlier sitting that wrote
+    `-o demo.safetensors` now writes the file the new sitting starts from (its `--init`), so
+    the rebuild commands chain and only the last one writes the shipped name."""
+    inits = [c.split(" --init ", 1)[1].split()[0] for c in new if " --init " in c]
+    if not inits:
+        return commands
+    return [c.replace(" -o demo.safetensors ", f" -o {inits[0]} ") for c in commands]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("checkpoint", nargs="?", help="the last sitting's checkpoint; without it, only the card is "
@@ -78,7 +88,7 @@ def main() -> None:
     out = ASSETS / demo.DEMO_WEIGHTS
     if args.checkpoint is not None:
         lineage["sittings"] += [sitting_record(path) for path in [*args.earlier, args.checkpoint]]
-        lineage["commands"] += args.command
+        lineage["commands"] = hand_over(lineage["commands"], args.command) + args.command
         wanvae.save(wanvae.load(args.checkpoint).half(), out)
     sittings = lineage["sittings"]
     cpu_seconds = lineage.get("cpu_seconds_unsplit", 0) + sum(s.get("cpu_seconds") or 0 for s in sittings)
