@@ -276,6 +276,14 @@ def main() -> None:
             "  coffee 25.87), 23.84 on the six other camera moves (+0.20), the card's four chelsea moves",
             "  26.83 dB (-0.06). Doubling the schedule gained 0.10 dB held out, against 0.14 for the last.",
         ),
+        *since(
+            19,
+            "- The nineteenth ran the recipe once more, 1500 steps from the eighteenth's fp32 weights (seed",
+            "  23, 1 thread, beside its twin): 25.49 dB held out (chelsea 25.10, coffee 25.88), 23.91 on the",
+            "  six other camera moves, the card's four chelsea moves 26.90 dB. Its twin at half the peak rate",
+            "  (2.5e-5), same seed and steps, gave 25.46, 23.88 and 26.84; averaging the weights of the",
+            "  seventeenth and eighteenth, or of the eighteenth's step 1050 and its end, gave 25.40.",
+        ),
         f"- CPU time: {cpu_seconds / 60:.0f} minutes of process time on 2 cores (AMD EPYC) in all.",
         "- Loss: L1 + 0.2 (1 - SSIM) + 1e-6 KL"
         + (", + 2 MSE from the sixth sitting on" if reached(6) else "")
