@@ -64,6 +64,31 @@ def test_decoder_only_keeps_the_latent_space(data, tmp_path):
     assert changed and all(k.startswith(("decoder.", "conv2.")) for k in changed)
 
 
+def test_bf16_runs_the_forward_pass_in_bf16_and_keeps_fp32_weights(data, tmp_path, monkeypatch):
+    recon_dtypes = []
+    real_forward = train.forward_train
+
+    def spy(*args):
+        out = real_forward(*args)
+        recon_dtypes.append(out[0].dtype)
+        return out
+
+    monkeypatch.setattr(train, "forward_train", spy)
+    base = wanvae.save(wanvae.WanVAE(MICRO), tmp_path / "base.safetensors")
+    first_losses = {}
+    for bf16 in (False, True):
+        opts = train.TrainOptions(steps=2, batch=2, clip=(32, 32, 5), val_every=2, warmup=1, bf16=bf16)
+        keep_first = lambda s, info, bf16=bf16: first_losses.setdefault(bf16, info["loss"])  # noqa: E731
+        train.train(data, tmp_path / f"bf16-{bf16}.safetensors", init=base, opts=opts, progress=keep_first)
+    assert recon_dtypes == [torch.float32] * 2 + [torch.bfloat16] * 2
+    # Same clips, same weights: bf16 only rounds the activations, so the loss barely moves.
+    assert first_losses[True] == pytest.approx(first_losses[False], rel=0.02)
+    assert first_losses[True] != first_losses[False]
+    from safetensors.torch import load_file
+
+    assert {v.dtype for v in load_file(tmp_path / "bf16-True.safetensors").values()} == {torch.float32}
+
+
 CARD = Path(wanvae.__file__).parent / "assets" / "demo-model.md"
 
 

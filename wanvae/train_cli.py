@@ -89,6 +89,8 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop (with a checkpoint) at step N, keeping "
                    "the learning-rate schedule of --steps: one sitting of a longer run")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--bf16", action="store_true", help="forward pass under bfloat16 autocast (weights, loss and "
+                   "validation stay fp32): ~1.5x faster on CPUs with AVX512-BF16, far faster on GPUs")
     p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
     p.set_defaults(run=run)
 
@@ -138,6 +140,7 @@ def run(args) -> int:
         coarse_colour_weight=args.coarse_colour,
         stop_after=args.stop_after,
         images=args.images,
+        bf16=args.bf16,
     )
     bar = progress_bar(args, args.steps, "step", out.name)
 
