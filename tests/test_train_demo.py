@@ -89,6 +89,29 @@ def test_bf16_runs_the_forward_pass_in_bf16_and_keeps_fp32_weights(data, tmp_pat
     assert {v.dtype for v in load_file(tmp_path / "bf16-True.safetensors").values()} == {torch.float32}
 
 
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_follows_the_cpu_run_and_resumes(data, tmp_path):
+    base = wanvae.save(wanvae.WanVAE(MICRO), tmp_path / "base.safetensors")
+    opts = train.TrainOptions(steps=4, batch=2, clip=(32, 32, 5), val_every=2, warmup=1, lr=1e-4, stop_after=2)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        losses = []
+        out = tmp_path / f"{device}.safetensors"
+        train.train(data, out, init=base, opts=opts, val=data, device=device, progress=lambda s, info: losses.append(info["loss"]))  # noqa: B023
+        train.train(data, out, opts=opts.__class__(**{**opts.__dict__, "stop_after": None}), val=data, resume=True, device=device,
+                    progress=lambda s, info: losses.append(info["loss"]))  # noqa: B023
+        runs[device] = losses, wanvae.load(out).state_dict()
+    (cpu_losses, cpu_weights), (gpu_losses, gpu_weights) = runs["cpu"], runs["cuda"]
+    assert len(gpu_losses) == 4 and gpu_losses == pytest.approx(cpu_losses, rel=0.02)
+    # The same clips and noise on both (drawn on the CPU): only arithmetic differs, so both runs
+    # moved the weights the same way.
+    start = wanvae.load(base).state_dict()
+    moved = sum((cpu_weights[k] - start[k]).pow(2).sum() for k in start).sqrt()
+    apart = sum((cpu_weights[k] - gpu_weights[k]).pow(2).sum() for k in start).sqrt()
+    assert apart < 0.1 * moved, (apart, moved)
+
+
 CARD = Path(wanvae.__file__).parent / "assets" / "demo-model.md"
 
 

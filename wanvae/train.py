@@ -82,7 +82,9 @@ def forward_train(vae: WanVAE, clip: Tensor, g: torch.Generator, decoder_only: b
     with ctx_grad:
         h = vae.encoder(clip, StepContext(CausalState(), record=False))
         mean, logvar = vae._moments(h)
-    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g, dtype=mean.dtype)
+    # Drawn on the CPU generator, whose state a resume restores, whatever the model's device.
+    noise = torch.randn(mean.shape, generator=g, dtype=mean.dtype).to(mean.device)
+    z = mean + torch.exp(0.5 * logvar) * noise
     recon = vae.decoder(vae.conv2(z), StepContext(CausalState(), record=False))
     return recon, mean, logvar
 
@@ -128,8 +130,9 @@ def evaluate(vae: WanVAE, clips: list[Tensor]) -> dict[str, float]:
     """Mean PSNR and SSIM of encode -> decode (the normalised mean, as inference does)."""
     psnrs, ssims = [], []
     vae.eval()
+    device = next(vae.parameters()).device
     for clip in clips:
-        recon = vae.decode(vae.encode(clip[None].to(vae.dtype)))[0].float()
+        recon = vae.decode(vae.encode(clip[None].to(device, vae.dtype)))[0].float().cpu()
         mse = (recon - clip).pow(2).mean()
         psnrs.append(float(10 * torch.log10(4.0 / mse)))
         ssims.append(float(metrics.ssim(clip, recon).mean()))
@@ -167,8 +170,13 @@ def train(
     val: str | os.PathLike | None = None,
     resume: bool = False,
     progress: Callable[[int, dict], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
-    """Train (or fine-tune from `init`) and write `out`. Returns the last validation numbers."""
+    """Train (or fine-tune from `init`) and write `out`. Returns the last validation numbers.
+
+    Clips are drawn, and random numbers taken, on the CPU whatever `device` is, so a run's data
+    does not depend on where it trains.
+    """
     opts = opts or TrainOptions()
     out = Path(out)
     torch.manual_seed(opts.seed)
@@ -185,6 +193,7 @@ def train(
             # Start with a narrow posterior (std ~ 0.02): sampling noise of std 1 at step 0
             # drowns the decoder's signal, and the KL weight is too small to shrink it fast.
             vae.conv1.bias[vae.config.z_dim :].fill_(-8.0)
+    vae = vae.to(device)
     params = [p for n, p in vae.named_parameters() if not opts.decoder_only or n.startswith(("decoder.", "conv2."))]
     if opts.decoder_only:
         for n, p in vae.named_parameters():
@@ -207,7 +216,7 @@ def train(
         lr = opts.lr * min(1.0, (step + 1) / opts.warmup) * 0.5 * (1 + math.cos(math.pi * step / opts.steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = training_batch(sampler, opts, g)
+        batch = training_batch(sampler, opts, g).to(device)
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=opts.bf16):
             recon, mean, logvar = forward_train(vae, batch, g, opts.decoder_only)
         # The loss in fp32: squared errors of ~1e-3 are what PSNR measures, below bf16's step.

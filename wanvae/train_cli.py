@@ -90,7 +90,8 @@ def add_parser(sub, common, model, frames) -> None:
                    "the learning-rate schedule of --steps: one sitting of a longer run")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--bf16", action="store_true", help="forward pass under bfloat16 autocast (weights, loss and "
-                   "validation stay fp32): ~1.5x faster on CPUs with AVX512-BF16, far faster on GPUs")
+                   "validation stay fp32): faster on GPUs and on CPUs with AVX512-BF16, slower on other CPUs")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
     p.set_defaults(run=run)
 
@@ -151,7 +152,11 @@ def run(args) -> int:
             print(f"step {step}: loss {info['loss']:.4f}, train PSNR {info['psnr']:.2f} dB, "
                   f"val PSNR {info['val_psnr']:.2f} dB, SSIM {info['val_ssim']:.4f}", flush=True)
 
-    result = train_mod.train(args.data, out, config=cfg, init=args.init, opts=opts, val=args.val, resume=args.resume, progress=progress)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = train_mod.train(args.data, out, config=cfg, init=args.init, opts=opts, val=args.val, resume=args.resume,
+                             progress=progress, device=device)
     bar.close()
     if not args.quiet:
         print(json.dumps(result))
