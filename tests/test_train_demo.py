@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -89,7 +90,6 @@ def test_bf16_runs_the_forward_pass_in_bf16_and_keeps_fp32_weights(data, tmp_pat
     assert {v.dtype for v in load_file(tmp_path / "bf16-True.safetensors").values()} == {torch.float32}
 
 
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda_follows_the_cpu_run_and_resumes(data, tmp_path):
     base = wanvae.save(wanvae.WanVAE(MICRO), tmp_path / "base.safetensors")
@@ -99,7 +99,7 @@ def test_training_on_cuda_follows_the_cpu_run_and_resumes(data, tmp_path):
         losses = []
         out = tmp_path / f"{device}.safetensors"
         train.train(data, out, init=base, opts=opts, val=data, device=device, progress=lambda s, info: losses.append(info["loss"]))  # noqa: B023
-        train.train(data, out, opts=opts.__class__(**{**opts.__dict__, "stop_after": None}), val=data, resume=True, device=device,
+        train.train(data, out, opts=dataclasses.replace(opts, stop_after=None), val=data, resume=True, device=device,
                     progress=lambda s, info: losses.append(info["loss"]))  # noqa: B023
         runs[device] = losses, wanvae.load(out).state_dict()
     (cpu_losses, cpu_weights), (gpu_losses, gpu_weights) = runs["cpu"], runs["cuda"]

@@ -61,6 +61,13 @@ def resolve_weights(args) -> str:
     return path
 
 
+def chosen_device(args) -> str:
+    """`--device` as given, else the GPU when there is one: every command picks the same way."""
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_model(args, parts: str = "all"):
     import torch
 
@@ -68,8 +75,7 @@ def load_model(args, parts: str = "all"):
 
     path = resolve_weights(args)
     dtype = getattr(torch, DTYPES[args.dtype])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    vae = wanvae.load(path, device=device, dtype=dtype, parts=parts)
+    vae = wanvae.load(path, device=chosen_device(args), dtype=dtype, parts=parts)
     return vae, path
 
 

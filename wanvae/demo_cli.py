@@ -33,13 +33,13 @@ def run(args) -> int:
     import wanvae
     from wanvae import demo, video
     from wanvae.atomic import atomic_dir
-    from wanvae.cli import UsageError, parse_size, say, write_comparison
+    from wanvae.cli import UsageError, chosen_device, parse_size, say, write_comparison
 
     out = Path(args.out)
     if out.exists() and not (out / MARKER).exists() and not args.overwrite:
         raise UsageError(f"{out}: exists and is not an earlier demo output (pass --overwrite to replace it)")
     size = parse_size(args.size)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = chosen_device(args)
     if args.weights:
         vae, which = wanvae.load(args.weights, device=device), Path(args.weights).name
     else:

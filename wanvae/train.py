@@ -130,9 +130,8 @@ def evaluate(vae: WanVAE, clips: list[Tensor]) -> dict[str, float]:
     """Mean PSNR and SSIM of encode -> decode (the normalised mean, as inference does)."""
     psnrs, ssims = [], []
     vae.eval()
-    device = next(vae.parameters()).device
     for clip in clips:
-        recon = vae.decode(vae.encode(clip[None].to(device, vae.dtype)))[0].float().cpu()
+        recon = vae.decode(vae.encode(clip[None].to(vae.device, vae.dtype)))[0].float().cpu()
         mse = (recon - clip).pow(2).mean()
         psnrs.append(float(10 * torch.log10(4.0 / mse)))
         ssims.append(float(metrics.ssim(clip, recon).mean()))

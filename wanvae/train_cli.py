@@ -99,7 +99,7 @@ def add_parser(sub, common, model, frames) -> None:
 def run(args) -> int:
     from wanvae import config as config_mod
     from wanvae import train as train_mod
-    from wanvae.cli import UsageError, check_output, progress_bar
+    from wanvae.cli import UsageError, check_output, chosen_device, progress_bar
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -152,11 +152,8 @@ def run(args) -> int:
             print(f"step {step}: loss {info['loss']:.4f}, train PSNR {info['psnr']:.2f} dB, "
                   f"val PSNR {info['val_psnr']:.2f} dB, SSIM {info['val_ssim']:.4f}", flush=True)
 
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = train_mod.train(args.data, out, config=cfg, init=args.init, opts=opts, val=args.val, resume=args.resume,
-                             progress=progress, device=device)
+                             progress=progress, device=chosen_device(args))
     bar.close()
     if not args.quiet:
         print(json.dumps(result))
