@@ -126,6 +126,20 @@ def test_cli_exit_status_and_summary(dataset, tmp_path):
     assert r.returncode == 2 and "1 + 4k" in r.stderr
 
 
+def test_a_run_clears_the_temporaries_a_killed_run_left_and_nothing_else(dataset, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    leftovers = [out / ".a-83b0a25e-f000000-n9-64x48.p6r0l2vb.tmp.safetensors", out / ".index.x1y2z3.tmp.jsonl"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    mine = out / "notes.txt"
+    mine.write_text("the user's own")
+    run_cache(dataset["src"], out, dataset["ckpt"], CacheOptions(frames=9, mode="uniform", clips=1), workers=1, tile=None)
+    assert not any(path.exists() for path in leftovers)
+    assert mine.read_text() == "the user's own"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
 def test_sigkill_at_a_random_moment_then_rerun_completes_consistently(dataset, tmp_path):
     src = tmp_path / "many"
     src.mkdir()

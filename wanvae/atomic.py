@@ -40,6 +40,18 @@ class AtomicFile:
         self.tmp.unlink(missing_ok=True)
 
 
+def remove_leftovers(folder: str | os.PathLike, suffix: str) -> list[Path]:
+    """Delete the hidden temporaries that killed `AtomicFile` writes of `*SUFFIX` left in `folder`.
+
+    Only for a folder one writer owns: another writer's temporary in flight looks the same.
+    """
+    folder = Path(folder)
+    gone = [p for p in folder.glob(f".*.tmp{suffix}") if p.is_file()] if folder.is_dir() else []
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""

@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from .. import video
+from ..atomic import remove_leftovers
 from ..latents import save_latents
 from ..pipeline import clip_metadata, sha256_file
-from .index import Index, failed_source_row, make_row
+from .index import INDEX_NAME, Index, failed_source_row, make_row
 from .plan import CacheOptions, Job, Source, find_sources, plan_source, source_stamp
 
 
@@ -89,6 +90,10 @@ class CacheRun:
         self.summary = Summary()
         self.progress = progress
         self.out.mkdir(parents=True, exist_ok=True)
+        # A killed run leaves half-written outputs as hidden temporaries; this run redoes their
+        # clips, so the temporaries would only pile up beside the finished files.
+        for suffix in (".safetensors", Path(INDEX_NAME).suffix):
+            remove_leftovers(self.out, suffix)
 
     def job_key(self, job: Job) -> str:
         return job.key(self.checkpoint_sha256, str(self.dtype), self.opts.resize, source_stamp(job.source))
