@@ -9,6 +9,7 @@ implementation and case.
 
     python bench/bench.py                 # the quick profile (about 30 minutes on 2 cores)
     python bench/bench.py --profile full  # the issue's sizes (hours with diffusers on a CPU)
+    python bench/bench.py --profile wan22 # Wan 2.2 beside Wan 2.1, same cases, same run
     python bench/bench.py --device cuda --dtype bfloat16
 """
 
@@ -42,11 +43,18 @@ class Case:
     warmup: bool = True
     rss: bool = True  # measure peak RSS in fresh processes (one more run of each)
     note: str = ""
+    model: str = "wan2.1"  # the preset: both families run the same cases
+
+    @property
+    def config(self) -> wanvae.VAEConfig:
+        return wanvae.preset(self.model)
 
     def input(self, dtype, device) -> torch.Tensor:
         g = torch.Generator().manual_seed(0)
         if self.kind == "decode":
-            x = torch.randn(1, 16, self.frames, self.height // 8, self.width // 8, generator=g)
+            cfg = self.config
+            s = cfg.spatial_ratio
+            x = torch.randn(1, cfg.z_dim, self.frames, self.height // s, self.width // s, generator=g)
         elif self.kind == "i2v":
             first = torch.rand(1, 3, 1, self.height, self.width, generator=g) * 2 - 1
             x = torch.cat([first, torch.zeros(1, 3, self.frames - 1, self.height, self.width)], dim=2)
@@ -72,6 +80,16 @@ PROFILES = {
         Case("i2v 81f 832x480", "i2v", 81, 832, 480, runs=1, ref_runs=1, warmup=False),
         Case("decode 5 latents 32x32", "decode", 5, 256, 256),
     ],
+    # Wan 2.2 beside Wan 2.1 on the same cases: the 2.1 ratio is the yardstick, since the
+    # ratio moves with the CPU. 1280x704 is TI2V-5B's size; its image-to-video encodes one image.
+    "wan22": [
+        Case("2.1 encode 17f 256x256", "encode", 17, 256, 256, runs=2, ref_runs=2, warmup=False, rss=False),
+        Case("2.2 encode 17f 256x256", "encode", 17, 256, 256, runs=2, ref_runs=2, warmup=False, rss=False, model="wan2.2"),
+        Case("2.1 decode 5 latents to 256x256", "decode", 5, 256, 256, runs=2, ref_runs=2, warmup=False, rss=False),
+        Case("2.2 decode 5 latents to 256x256", "decode", 5, 256, 256, runs=2, ref_runs=2, warmup=False, rss=False, model="wan2.2"),
+        Case("2.1 encode 1 image 1280x704", "image", 1, 1280, 704, runs=3, ref_runs=2, rss=False),
+        Case("2.2 encode 1 image 1280x704", "image", 1, 1280, 704, runs=3, ref_runs=2, rss=False, model="wan2.2"),
+    ],
 }
 
 
@@ -87,7 +105,9 @@ def ref_fn(ref, vae: wanvae.WanVAE, case: Case):
     from wanvae.testing import reference_decode_unclamped
 
     if case.kind == "decode":
-        return lambda x: reference_decode_unclamped(ref, vae.denormalize(x))
+        from wanvae.layers import unpatchify
+
+        return lambda x: unpatchify(reference_decode_unclamped(ref, vae.denormalize(x)), vae.config.patch_size)
     if case.kind == "i2v":
         # Our conditioning output is normalised; compare like with like.
         return lambda x: vae.normalize(ref.encode(x).latent_dist.mean)
@@ -101,7 +121,7 @@ def reference_flops(case: Case) -> int:
     from wanvae.testing import reference_decode_unclamped
 
     with torch.device("meta"):
-        vae = wanvae.WanVAE()
+        vae = wanvae.WanVAE(case.config)
     ref = reference_for_meta(vae)
     x = case.input(torch.float32, "meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -170,7 +190,7 @@ def peak_rss_child(impl: str, case_name: str, profile: str, device: str, dtype: 
 def rss_child(args) -> None:
     case = next(c for c in PROFILES[args.profile] if c.name == args.rss_child[1])
     dtype = getattr(torch, args.dtype)
-    vae = randomize(wanvae.WanVAE(), seed=0).to(args.device, dtype)
+    vae = randomize(wanvae.WanVAE(case.config), seed=0).to(args.device, dtype)
     if args.rss_child[0] == "diffusers":
         fn = ref_fn(reference_for(vae).to(args.device, dtype), vae, case)
     else:
@@ -213,13 +233,22 @@ def main() -> None:
     if args.cases:
         wanted = set(args.cases.split(","))
         cases = [c for c in cases if c.name in wanted]
-    vae = randomize(wanvae.WanVAE(), seed=0).to(device, dtype)
-    ref = reference_for(vae).to(device, dtype)
+    models: dict[str, tuple] = {}
+
+    def pair(case: Case) -> tuple:
+        """Ours and diffusers' with the same random weights, one family in memory at a time."""
+        if case.model not in models:
+            models.clear()
+            vae = randomize(wanvae.WanVAE(case.config), seed=0).to(device, dtype)
+            models[case.model] = (vae, reference_for(vae).to(device, dtype))
+        return models[case.model]
+
     ceiling = conv_ceiling(device, dtype)
     print(f"# {machine()}; device {device}, {args.dtype}; conv3d ceiling {ceiling:.0f} GFLOP/s", flush=True)
     rows = []
     for case in cases:
         flops = reference_flops(case)
+        vae, ref = pair(case)
         x = case.input(dtype, device)
         ours, theirs = ours_fn(vae, case), ref_fn(ref, vae, case)
         if case.warmup:

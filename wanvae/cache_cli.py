@@ -50,9 +50,12 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
     check_output(out / "index.jsonl", overwrite=True)
+    from wanvae.weights import peek_config
+
     opts = CacheOptions(
         frames=None if args.mode == "full" else args.frames,
         mode=args.mode, clips=args.clips, stride=args.stride, fps=args.fps, size=args.size, buckets=args.buckets or (),
+        multiple=peek_config(weights).spatial_ratio,
     )
     bar = progress_bar(args, 0, "clip", out.name)
 

@@ -25,6 +25,25 @@ def frame_count_error(frames: int, ratio: int) -> str:
     )
 
 
+def nearest_sizes(w: int, h: int, multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The sizes (W, H) with both sides multiples of `multiple` just below and just above."""
+    down = lambda v: max(multiple, v // multiple * multiple)  # noqa: E731
+    up = lambda v: -(-v // multiple) * multiple  # noqa: E731
+    return (down(w), down(h)), (up(w), up(h))
+
+
+def size_error(w: int, h: int, multiple: int, family: str) -> str:
+    (w0, h0), (w1, h1) = nearest_sizes(w, h, multiple)
+    return (
+        f"frame size {w}x{h} (W x H) is not a multiple of {multiple}: the {family} VAE's spatial factor; "
+        f"crop or resize to {w0}x{h0}, or pad to {w1}x{h1}"
+    )
+
+
+# Latent channels of each released family, to name the family a latents tensor came from.
+FAMILY_CHANNELS = {16: "Wan 2.1", 48: "Wan 2.2"}
+
+
 def _check_float(x: Tensor, what: str) -> None:
     if not torch.is_floating_point(x):
         hint = " (for 0..255 pixels use x.float() / 127.5 - 1)" if what == "video" else ""
@@ -54,10 +73,7 @@ def check_video(video: Tensor, cfg: VAEConfig, dtype: torch.dtype | None = None,
         raise ValueError(f"video is empty: shape {tuple(video.shape)}")
     s = cfg.spatial_ratio
     if h % s or w % s:
-        raise ValueError(
-            f"frame size {w}x{h} (W x H) is not a multiple of {s}: "
-            f"crop or resize to e.g. {w // s * s or s}x{h // s * s or s}"
-        )
+        raise ValueError(size_error(w, h, s, cfg.family))
     if whole_clip and (t - 1) % cfg.temporal_ratio:
         raise ValueError(frame_count_error(t, cfg.temporal_ratio))
     _check_float(video, "video")
@@ -68,6 +84,18 @@ def check_video(video: Tensor, cfg: VAEConfig, dtype: torch.dtype | None = None,
             "(0..255 input needs x / 127.5 - 1; 0..1 input needs x * 2 - 1)"
         )
     return video if dtype is None else video.to(dtype)
+
+
+def latent_channels_error(channels: int, cfg: VAEConfig, shape: tuple | None = None) -> str:
+    """Latents with the wrong channel count; names both families where it can."""
+    came_from, decoder = FAMILY_CHANNELS.get(channels), FAMILY_CHANNELS.get(cfg.z_dim)
+    where = f" in {shape}" if shape else ""
+    if came_from and decoder and came_from != decoder:
+        return (
+            f"these are {came_from} latents ({channels} channels{where}) but this is a {decoder} VAE "
+            f"({cfg.z_dim} channels): decode them with a {came_from} checkpoint"
+        )
+    return f"latents must have {cfg.z_dim} channels in dim 1, got {channels}{where}"
 
 
 def check_latents(latents: Tensor, cfg: VAEConfig, dtype: torch.dtype | None = None) -> Tensor:
@@ -82,7 +110,7 @@ def check_latents(latents: Tensor, cfg: VAEConfig, dtype: torch.dtype | None = N
     if latents.dim() != 5:
         raise ValueError(f"latents must be [B, {cfg.z_dim}, t, h, w], got {latents.dim()} dims {tuple(latents.shape)}")
     if latents.shape[1] != cfg.z_dim:
-        raise ValueError(f"latents must have {cfg.z_dim} channels in dim 1, got {latents.shape[1]} in {tuple(latents.shape)}")
+        raise ValueError(latent_channels_error(latents.shape[1], cfg, tuple(latents.shape)))
     if 0 in latents.shape:
         raise ValueError(f"latents are empty: shape {tuple(latents.shape)}")
     _check_float(latents, "latents")

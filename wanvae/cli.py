@@ -169,7 +169,9 @@ def cmd_decode(args) -> int:
     check_output(out, args.overwrite)
     vae, _ = load_model(args, parts="decoder")
     if latents.shape[1] != vae.config.z_dim:
-        raise UsageError(f"{args.latents}: latents have {latents.shape[1]} channels, the checkpoint's decoder takes {vae.config.z_dim}")
+        from wanvae.checks import latent_channels_error
+
+        raise UsageError(f"{args.latents}: {latent_channels_error(latents.shape[1], vae.config)}")
     fps = args.fps or float(meta.get("fps") or 16.0)
     frames = vae.config.pixel_frames(latents.shape[2])
     bar = progress_bar(args, frames, "frame", out.name)
@@ -251,7 +253,7 @@ def write_comparison(out_dir: Path, original, recon, fps: float) -> dict:
 
 def cmd_info(args) -> int:
     from wanvae.latents import load_latents
-    from wanvae.weights import file_sha256, infer_config, read_checkpoint
+    from wanvae.weights import describe, file_sha256
 
     path = Path(args.file)
     result: dict
@@ -260,17 +262,7 @@ def cmd_info(args) -> int:
         latents, meta = load_latents(path)
         result = {"kind": "latents", "shape": list(latents.shape[1:]), "dtype": str(latents.dtype).removeprefix("torch."), "metadata": meta}
     else:
-        tensors, meta, fmt = read_checkpoint(path)
-        cfg = infer_config(tensors, meta)
-        result = {
-            "kind": "checkpoint",
-            "format": fmt,
-            "config": cfg.to_dict(),
-            "tensors": len(tensors),
-            "parameters": sum(t.numel() for t in tensors.values()),
-            "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
-            "sha256": file_sha256(path),
-        }
+        result = {**describe(path), "sha256": file_sha256(path)}
     text = json.dumps(result, indent=2)
     if args.out:
         from wanvae.atomic import atomic_path
@@ -279,6 +271,8 @@ def cmd_info(args) -> int:
         with atomic_path(args.out) as tmp:
             tmp.write_text(text + "\n")
     print(text)
+    if result["kind"] == "checkpoint" and not result["fits"]:
+        raise UsageError(f"{path}: {result['problem']}")
     return EXIT_OK
 
 

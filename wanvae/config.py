@@ -1,4 +1,9 @@
-"""Hyper-parameters of the Wan 2.1 video VAE, as one frozen value."""
+"""Hyper-parameters of the Wan video VAEs (2.1 and 2.2), as one frozen value.
+
+A model family is configuration over the same blocks: Wan 2.2 is Wan 2.1 with a 2x2
+patchify around the network, parameter-free shortcuts around each resolution level,
+up-samplers that keep their width, other widths and 48 latent channels.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,26 @@ WAN21_LATENTS_STD = (
     2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )  # fmt: skip
+# The same for Wan 2.2's 48 channels (Wan2.2-TI2V-5B's transformer was trained on these).
+WAN22_LATENTS_MEAN = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)  # fmt: skip
+WAN22_LATENTS_STD = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)  # fmt: skip
+# Published statistics by latent channel count: a .pth has no metadata, so a checkpoint
+# recognised by its shapes gets its family's numbers from here.
+PUBLISHED_STATS = {16: (WAN21_LATENTS_MEAN, WAN21_LATENTS_STD), 48: (WAN22_LATENTS_MEAN, WAN22_LATENTS_STD)}
 
 
 @dataclass(frozen=True)
@@ -38,17 +63,34 @@ class VAEConfig:
     temporal_downsample: tuple[bool, ...] = (False, True, True)
     # Released weights were trained with dropout 0; kept for fine-tuning experiments.
     dropout: float = 0.0
-    # Per-channel latent statistics; None means Wan 2.1's for z_dim=16, else 0 and 1.
+    # Width of the decoder's first level (its widths are decoder_dim * reversed dim_mult).
+    # None: the same as dim (Wan 2.1); Wan 2.2's decoder is 256 wide against 160.
+    decoder_dim: int | None = None
+    # Pixels folded into channels before the encoder (and unfolded after the decoder) along
+    # H and W: 1 for Wan 2.1, 2 for Wan 2.2 (3 -> 12 channels), which doubles the spatial
+    # compression to 16 without another level of convs.
+    patch_size: int = 1
+    # Wrap each resolution level in a parameter-free shortcut (an average-down around the
+    # encoder's levels, a duplicate-up around the decoder's up-sampling ones), as Wan 2.2
+    # does; the level's layers then nest under `downsamples.N.downsamples.M`.
+    level_shortcuts: bool = False
+    # Wan 2.1's up-sampler convs halve the width they hand on; Wan 2.2's keep it.
+    upsample_halves: bool = True
+    # Per-channel latent statistics; None means the published ones for z_dim 16 (Wan 2.1)
+    # or 48 (Wan 2.2), else 0 and 1.
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
     # Free text carried into checkpoint metadata (e.g. "wan2.1", "demo").
     name: str = field(default="wan2.1", compare=False)
 
     def __post_init__(self) -> None:
+        published = PUBLISHED_STATS.get(self.z_dim, ((0.0,) * self.z_dim, (1.0,) * self.z_dim))
         if self.latents_mean is None:
-            object.__setattr__(self, "latents_mean", WAN21_LATENTS_MEAN if self.z_dim == 16 else (0.0,) * self.z_dim)
+            object.__setattr__(self, "latents_mean", published[0])
         if self.latents_std is None:
-            object.__setattr__(self, "latents_std", WAN21_LATENTS_STD if self.z_dim == 16 else (1.0,) * self.z_dim)
+            object.__setattr__(self, "latents_std", published[1])
+        if self.decoder_dim is None:
+            object.__setattr__(self, "decoder_dim", self.dim)
         # Accept lists (from JSON) but store tuples so the value stays hashable and frozen.
         for f in ("dim_mult", "attn_scales", "temporal_downsample"):
             object.__setattr__(self, f, tuple(getattr(self, f)))
@@ -56,8 +98,8 @@ class VAEConfig:
             object.__setattr__(self, f, tuple(float(v) for v in getattr(self, f)))
         object.__setattr__(self, "temporal_downsample", tuple(bool(v) for v in self.temporal_downsample))
         object.__setattr__(self, "attn_scales", tuple(float(v) for v in self.attn_scales))
-        if self.dim < 1 or self.z_dim < 1 or self.num_res_blocks < 1:
-            raise ValueError(f"dim, z_dim and num_res_blocks must be positive, got {self}")
+        if self.dim < 1 or self.decoder_dim < 1 or self.z_dim < 1 or self.num_res_blocks < 1 or self.patch_size < 1:
+            raise ValueError(f"dim, decoder_dim, z_dim, num_res_blocks and patch_size must be positive, got {self}")
         if len(self.dim_mult) < 2:
             raise ValueError(f"dim_mult needs at least 2 levels, got {self.dim_mult}")
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
@@ -75,8 +117,29 @@ class VAEConfig:
 
     @property
     def spatial_ratio(self) -> int:
-        """Pixels per latent along H and W (8 for Wan 2.1)."""
-        return 2 ** (len(self.dim_mult) - 1)
+        """Pixels per latent along H and W (8 for Wan 2.1, 16 for Wan 2.2)."""
+        return self.patch_size * 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def family(self) -> str:
+        """The released model this config's architecture belongs to."""
+        return "Wan 2.2" if self.level_shortcuts else "Wan 2.1"
+
+    @property
+    def encoder_width(self) -> float:
+        """Channels per video pixel at the encoder's widest full-resolution layer (what a
+        chunk's activation costs): dim, over the pixels a patch folds together."""
+        return self.dim / self.patch_size**2
+
+    @property
+    def decoder_width(self) -> float:
+        """The same for the decoder's last level."""
+        return self.decoder_dim / self.patch_size**2
+
+    @property
+    def in_channels(self) -> int:
+        """Channels the encoder's first conv sees: RGB, patchified."""
+        return 3 * self.patch_size**2
 
     @property
     def temporal_ratio(self) -> int:
@@ -104,11 +167,18 @@ class VAEConfig:
         return cls(**d)
 
 
+# What Wan2.2-TI2V-5B ships: 160 wide encoder, 256 wide decoder, 48 channels, 4x16x16.
+WAN22 = VAEConfig(dim=160, decoder_dim=256, z_dim=48, patch_size=2, level_shortcuts=True, upsample_halves=False, name="wan2.2")
+
 PRESETS: dict[str, VAEConfig] = {
     "wan2.1": VAEConfig(),
+    "wan2.2": WAN22,
     # Same architecture and latent layout, narrow enough to train and test on a CPU.
     "tiny": VAEConfig(dim=8, name="tiny"),
     "small": VAEConfig(dim=16, name="small"),
+    # Wan 2.2's family at a CPU's size: the decoder keeps its 1.6x width over the encoder.
+    "tiny-2.2": dataclasses.replace(WAN22, dim=8, decoder_dim=12, name="tiny-2.2"),
+    "small-2.2": dataclasses.replace(WAN22, dim=16, decoder_dim=24, name="small-2.2"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The building blocks of the Wan 2.1 VAE.
+"""The building blocks of the Wan VAEs (2.1 and 2.2 are built from the same ones).
 
 Attribute names follow the original checkpoint (`residual.0.gamma`, `residual.2.weight`,
 `to_qkv`, `proj`, `resample.1`, `time_conv`, ...) so weights load strictly with no key map.
@@ -320,11 +320,12 @@ class Resample(StatefulLayer):
     the conv starts with zero history from the second frame on: the reference's quirk.
     """
 
-    def __init__(self, dim: int, mode: str) -> None:
+    def __init__(self, dim: int, mode: str, out_dim: int | None = None) -> None:
+        """`out_dim`: what an up-sampler's conv hands on (Wan 2.1 halves `dim`, Wan 2.2 keeps it)."""
         super().__init__()
         self.mode = mode
         if mode in ("upsample2d", "upsample3d"):
-            self.resample = nn.Sequential(Upsample2x(), nn.Conv2d(dim, dim // 2, 3, padding=1))
+            self.resample = nn.Sequential(Upsample2x(), nn.Conv2d(dim, dim // 2 if out_dim is None else out_dim, 3, padding=1))
             if mode == "upsample3d":
                 self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), 0)
         elif mode in ("downsample2d", "downsample3d"):
@@ -386,3 +387,124 @@ class Resample(StatefulLayer):
 
     def _time_conv(self, x: Tensor) -> Tensor:
         return conv3d(x, self.time_conv.weight, self.time_conv.bias, stride=self.time_conv.stride)
+
+
+# ---- Wan 2.2: the patchify around the network and the shortcuts around its levels ----------
+def patchify(x: Tensor, p: int) -> Tensor:
+    """[B, C, T, H, W] -> [B, C*p*p, T, H/p, W/p], channel c*p*p + col*p + row (the reference's
+    `b c f (h q) (w r) -> b (c r q) f h w`), written channels-last for the first conv."""
+    if p == 1:
+        return x
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 6, 4)  # [B, T, h, w, C, col, row]
+    return x.reshape(b, t, h // p, w // p, c * p * p).permute(0, 4, 1, 2, 3)
+
+
+def unpatchify(x: Tensor, p: int) -> Tensor:
+    """The inverse of `patchify`: [B, C*p*p, T, h, w] -> [B, C, T, h*p, w*p]."""
+    if p == 1:
+        return x
+    b, cp, t, h, w = x.shape
+    x = x.reshape(b, cp // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)  # [B, C, T, h, row, w, col]
+    return x.reshape(b, cp // (p * p), t, h * p, w * p)
+
+
+class AvgDown3d(StatefulLayer):
+    """The parameter-free shortcut around a Wan 2.2 encoder level.
+
+    Fold each (factor_t, factor_s, factor_s) cell of time, rows and columns into channels
+    (c, t, row, col order), then average consecutive groups of channels down to `out_dim`.
+    Time is zero-padded in front to a multiple of factor_t, as in the reference: only the
+    stream's first chunk (one frame, after which every chunk is a multiple of 4 frames)
+    is ever padded, so the shortcut keeps no history. On a tile it is a stride-factor_s
+    window along H and W: an odd position left at the tile's edge goes to the next tile.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, factor_t: int, factor_s: int) -> None:
+        super().__init__()
+        cell = factor_t * factor_s * factor_s
+        if in_dim * cell % out_dim:
+            raise ValueError(f"an average-down from {in_dim} to {out_dim} channels needs {out_dim} to divide {in_dim} x {cell}")
+        self.in_dim, self.out_dim, self.factor_t, self.factor_s = in_dim, out_dim, factor_t, factor_s
+        self.group = in_dim * cell // out_dim
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W] -> [B, out, T/ft, H/fs, W/fs]
+        ft, fs = self.factor_t, self.factor_s
+        if ft == fs == 1 and self.group == 1:
+            return x  # the last level: the identity
+        if ctx.seams is not None and fs > 1:
+            x = ctx.seams.extend(x, ctx.tile, self.state_key, fs, fs, 0, 0, conv_pads=False)
+            x = x[:, :, :, : x.shape[3] // fs * fs, : x.shape[4] // fs * fs]  # whole cells; the rest was handed on
+        if x.shape[2] % ft:
+            x = prepend_history(x, None, ft - x.shape[2] % ft)
+        b, c, t, h, w = x.shape
+        x = x.reshape(b, c, t // ft, ft, h // fs, fs, w // fs, fs).permute(0, 1, 3, 5, 7, 2, 4, 6)
+        x = x.reshape(b, self.out_dim, self.group, t // ft, h // fs, w // fs)
+        return x.mean(dim=2)
+
+
+class DupUp3d(StatefulLayer):
+    """The parameter-free shortcut around a Wan 2.2 decoder up-sampling level.
+
+    Repeat each channel (`repeat_interleave`, not `repeat`) to fill `out_dim` channels of
+    (factor_t, factor_s, factor_s) cells and unfold the cells into time, rows and columns;
+    from 1024 to 1024 channels that is a nearest 2x2x2 up-sample, from 1024 to 512 each
+    output channel's cell draws on two input channels. The stream's first latent frame
+    keeps one frame of its cell, as the level's up-sampler does.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, factor_t: int, factor_s: int) -> None:
+        super().__init__()
+        cell = factor_t * factor_s * factor_s
+        if out_dim * cell % in_dim:
+            raise ValueError(f"a duplicate-up from {in_dim} to {out_dim} channels needs {in_dim} to divide {out_dim} x {cell}")
+        self.in_dim, self.out_dim, self.factor_t, self.factor_s = in_dim, out_dim, factor_t, factor_s
+        self.repeats = out_dim * cell // in_dim
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W] -> [B, out, T*ft, H*fs, W*fs]
+        ft, fs = self.factor_t, self.factor_s
+        b, _, t, h, w = x.shape
+        x = x.repeat_interleave(self.repeats, dim=1).view(b, self.out_dim, ft, fs, fs, t, h, w)
+        x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.out_dim, t * ft, h * fs, w * fs)
+        return x[:, :, ft - 1 :] if ctx.at_start else x
+
+
+class DownLevel(nn.Module):
+    """One Wan 2.2 encoder level: its layers (`downsamples.M`, as in the checkpoint) plus the
+    average-down of the level's input. On a tile the layers' output trails the shortcut's
+    (each conv lags a position), so the shortcut is held back to line up with it."""
+
+    def __init__(self, layers: list[nn.Module], shortcut: AvgDown3d) -> None:
+        super().__init__()
+        self.downsamples = nn.ModuleList(layers)
+        self.avg_shortcut = shortcut
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
+        short = self.avg_shortcut(x, ctx)
+        for layer in self.downsamples:
+            x = layer(x, ctx)
+        if ctx.seams is not None:
+            short = ctx.seams.align(short, ctx.tile, self.avg_shortcut.state_key + ".align", x)
+        return x.add_(short)
+
+
+class UpLevel(nn.Module):
+    """One Wan 2.2 decoder level: its layers (`upsamples.M`) plus, on the up-sampling levels,
+    the duplicate-up of the level's input, held back on a tile as in `DownLevel`."""
+
+    def __init__(self, layers: list[nn.Module], shortcut: DupUp3d | None) -> None:
+        super().__init__()
+        self.upsamples = nn.ModuleList(layers)
+        self.avg_shortcut = shortcut
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
+        y = x
+        for layer in self.upsamples:
+            y = layer(y, ctx)
+        if self.avg_shortcut is None:
+            return y
+        # After the layers: the duplicate-up is up to 8x its input, so it is made last.
+        short = self.avg_shortcut(x, ctx)
+        if ctx.seams is not None:
+            short = ctx.seams.align(short, ctx.tile, self.avg_shortcut.state_key + ".align", y)
+        return y.add_(short)

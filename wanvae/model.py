@@ -1,4 +1,4 @@
-"""Encoder3d, Decoder3d and WanVAE: the Wan 2.1 causal video VAE.
+"""Encoder3d, Decoder3d and WanVAE: the Wan causal video VAEs (2.1 and 2.2, one code path).
 
 Two ways through the same layers: `encode`/`decode` take a whole clip, and
 `encode_step`/`decode_step` continue a stream from an explicit `CausalState`. The whole-clip
@@ -15,7 +15,22 @@ from .causal import CausalState, StepContext
 from .config import VAEConfig
 from .heap import reuse_heap
 from .tiling import TileArg
-from .layers import AttentionBlock, CausalConv3d, PointwiseConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer, to_layout
+from .layers import (
+    AttentionBlock,
+    AvgDown3d,
+    CausalConv3d,
+    DownLevel,
+    DupUp3d,
+    PointwiseConv3d,
+    Resample,
+    ResidualBlock,
+    RMSNorm,
+    StatefulLayer,
+    UpLevel,
+    patchify,
+    to_layout,
+    unpatchify,
+)
 
 # Activation budget for one temporal chunk of a whole-clip call: a chunk of frames at the
 # widest, full-resolution layer should take about this much per tensor. Measured on the
@@ -28,28 +43,36 @@ CHUNK_BYTES = 96 * 2**20
 class Encoder3d(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
+        self.patch_size = cfg.patch_size
         dims = [cfg.dim * m for m in (1, *cfg.dim_mult)]
-        self.conv1 = CausalConv3d(3, dims[0], (3, 3, 3), 1)
-        layers: list[nn.Module] = []
+        self.conv1 = CausalConv3d(cfg.in_channels, dims[0], (3, 3, 3), 1)
+        levels: list[nn.Module] = []
         scale = 1.0
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            level_in, last = in_dim, i == len(cfg.dim_mult) - 1
+            layers: list[nn.Module] = []
             for _ in range(cfg.num_res_blocks):
                 layers.append(ResidualBlock(in_dim, out_dim, cfg.dropout))
                 if scale in cfg.attn_scales:
                     layers.append(AttentionBlock(out_dim))
                 in_dim = out_dim
-            if i != len(cfg.dim_mult) - 1:
-                layers.append(Resample(out_dim, "downsample3d" if cfg.temporal_downsample[i] else "downsample2d"))
+            temporal = not last and cfg.temporal_downsample[i]
+            if not last:
+                layers.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
                 scale /= 2.0
-        self.downsamples = nn.ModuleList(layers)
+            if cfg.level_shortcuts:
+                levels.append(DownLevel(layers, AvgDown3d(level_in, out_dim, 2 if temporal else 1, 1 if last else 2)))
+            else:
+                levels.extend(layers)
+        self.downsamples = nn.ModuleList(levels)
         self.middle = nn.ModuleList(
             [ResidualBlock(dims[-1], dims[-1], cfg.dropout), AttentionBlock(dims[-1]), ResidualBlock(dims[-1], dims[-1], cfg.dropout)]
         )
         self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], 2 * cfg.z_dim, (3, 3, 3), 1))
 
     def down(self, x: Tensor, ctx: StepContext) -> Tensor:
-        """Pixels [B, 3, T, H, W] to the 1/8 map [B, 4*dim, t, H/8, W/8]; spatially local."""
-        x = self.conv1(to_layout(x), ctx)
+        """Pixels [B, 3, T, H, W] to the latent-scale map [B, C, t, h, w]; spatially local."""
+        x = self.conv1(to_layout(patchify(x, self.patch_size)), ctx)
         for layer in self.downsamples:
             x = layer(x, ctx)
         return x
@@ -68,42 +91,51 @@ class Encoder3d(nn.Module):
 class Decoder3d(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
+        self.patch_size = cfg.patch_size
         mult = cfg.dim_mult
-        dims = [cfg.dim * m for m in (mult[-1], *mult[::-1])]
+        dims = [cfg.decoder_dim * m for m in (mult[-1], *mult[::-1])]
         temporal_upsample = cfg.temporal_downsample[::-1]
         self.conv1 = CausalConv3d(cfg.z_dim, dims[0], (3, 3, 3), 1)
         self.middle = nn.ModuleList(
             [ResidualBlock(dims[0], dims[0], cfg.dropout), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0], cfg.dropout)]
         )
-        layers: list[nn.Module] = []
+        levels: list[nn.Module] = []
         scale = 1.0 / 2 ** (len(mult) - 2)
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
-            if i > 0:
-                in_dim //= 2  # each up-sampler halves the channels it hands on
+            if i > 0 and cfg.upsample_halves:
+                in_dim //= 2  # each up-sampler halved the channels it handed on
+            level_in, up = in_dim, i != len(mult) - 1
+            layers: list[nn.Module] = []
             for _ in range(cfg.num_res_blocks + 1):
                 layers.append(ResidualBlock(in_dim, out_dim, cfg.dropout))
                 if scale in cfg.attn_scales:
                     layers.append(AttentionBlock(out_dim))
                 in_dim = out_dim
-            if i != len(mult) - 1:
-                layers.append(Resample(out_dim, "upsample3d" if temporal_upsample[i] else "upsample2d"))
+            temporal = up and temporal_upsample[i]
+            if up:
+                handed_on = out_dim // 2 if cfg.upsample_halves else out_dim
+                layers.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", handed_on))
                 scale *= 2.0
-        self.upsamples = nn.ModuleList(layers)
-        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], 3, (3, 3, 3), 1))
+            if cfg.level_shortcuts:
+                levels.append(UpLevel(layers, DupUp3d(level_in, out_dim, 2 if temporal else 1, 2) if up else None))
+            else:
+                levels.extend(layers)
+        self.upsamples = nn.ModuleList(levels)
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], cfg.in_channels, (3, 3, 3), 1))
 
     def mid(self, x: Tensor, ctx: StepContext) -> Tensor:
-        """Latents [B, z_dim, t, h, w] to the decoder's 1/8 map; the attention sees it whole."""
+        """Latents [B, z_dim, t, h, w] to the decoder's latent-scale map; the attention sees it whole."""
         x = self.conv1(to_layout(x), ctx)
         for layer in self.middle:
             x = layer(x, ctx)
         return x
 
     def up(self, x: Tensor, ctx: StepContext) -> Tensor:
-        """The 1/8 map to pixels [B, 3, T, H, W]; spatially local."""
+        """The latent-scale map to pixels [B, 3, T, H, W]; spatially local."""
         x = to_layout(x)
         for layer in self.upsamples:
             x = layer(x, ctx)
-        return self.head[2](x, ctx, pre=self.head[0].silu)
+        return unpatchify(self.head[2](x, ctx, pre=self.head[0].silu), self.patch_size)
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.up(self.mid(x, ctx), ctx)
@@ -112,26 +144,27 @@ class Decoder3d(nn.Module):
         """Output pixels by which a tile's up-path output trails its block (98 for Wan 2.1).
 
         Each 3x3 conv lags one position at its own scale and an up-sampler doubles what
-        came before it; the tile planner uses this to even out the tiles' outputs.
+        came before it (the level shortcuts only follow); the tile planner uses this to
+        even out the tiles' outputs.
         """
         lag = 0
-        for layer in self.upsamples:
+        for layer in self.upsamples.modules():  # in forward order, into Wan 2.2's levels
             if isinstance(layer, ResidualBlock):
                 lag += 2
             elif isinstance(layer, Resample):
                 lag = 2 * lag + 1
-        return lag + 1  # the head's conv
+        return (lag + 1) * self.patch_size  # the head's conv, then the unpatchify
 
 
 PARTS = ("all", "encoder", "decoder")
 
 
 class WanVAE(nn.Module):
-    """The Wan 2.1 video VAE. Parameter names are the original checkpoint's keys."""
+    """A Wan video VAE (2.1 or 2.2, by its config). Parameter names are the original checkpoint's keys."""
 
     def __init__(self, config: VAEConfig | None = None, parts: str = "all") -> None:
         """`parts`: 'all', or 'encoder' / 'decoder' for a half that only encodes or decodes
-        (the full model's encoder is 204 MB of fp32 weights, its decoder 280 MB)."""
+        (fp32 weights: Wan 2.1's encoder is 204 MB and its decoder 280 MB; Wan 2.2's 0.6 and 2.2 GB)."""
         super().__init__()
         if parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {parts!r}")
@@ -151,6 +184,14 @@ class WanVAE(nn.Module):
         for name, module in self.named_modules():
             if isinstance(module, StatefulLayer):
                 module.state_key = name
+
+    def materialize_latent_stats(self) -> None:
+        """Give the normalisation buffers memory (a model built on the meta device has none)
+        and fill them from the config."""
+        shape = self.latents_mean.shape
+        self.latents_mean = torch.empty(shape, device=self.latents_mean.device if not self.latents_mean.is_meta else "cpu")
+        self.latents_std = torch.empty_like(self.latents_mean)
+        self.reset_latent_stats()
 
     @torch.no_grad()
     def reset_latent_stats(self) -> None:
@@ -246,7 +287,7 @@ class WanVAE(nn.Module):
 
     def _bytes_per_pixel(self) -> float:
         """Rough working set of a tile per pixel (causal state plus one chunk's activations)."""
-        return 48 * self.config.dim * self.latents_mean.element_size()
+        return 48 * max(self.config.encoder_width, self.config.decoder_width) * self.latents_mean.element_size()
 
     def _grid(self, tile: TileArg, height: int, width: int, part: str = "encoder") -> tiling.TileGrid | None:
         tile_px = tiling.parse_tile(tile, height, width, self._bytes_per_pixel())
@@ -283,11 +324,11 @@ class WanVAE(nn.Module):
         grid = self._grid(tile, h, w)
         r, s = self.config.temporal_ratio, self.config.spatial_ratio
         if grid is None:
-            step = self._chunk_frames(b * self.config.dim * h * w * video.element_size(), r)
+            step = self._chunk_frames(int(b * self.config.encoder_width * h * w * video.element_size()), r)
             with reuse_heap(video.device.type == "cpu"):
                 return self._moments(self._in_chunks(self._encode_chunk, video, frame_chunks(t, 1, step)), projected=True)
         area = max(grid.rows) * max(grid.cols) * s * s
-        step = self._chunk_frames(b * self.config.dim * area * video.element_size(), r, tiled=True)
+        step = self._chunk_frames(int(b * self.config.encoder_width * area * video.element_size()), r, tiled=True)
         chunks = frame_chunks(t, 1, step)
         fmap = tiling.tile_major(self.encoder.down, video, grid, s, chunks, self.config.latent_frames(t), (h // s, w // s))
         # The same time chunks at latent rate, so a tiled stream gives these very numbers.
@@ -323,13 +364,13 @@ class WanVAE(nn.Module):
         s, r = self.config.spatial_ratio, self.config.temporal_ratio
         grid = self._grid(tile, h * s, w * s, part="decoder")
         if grid is None:
-            step = self._chunk_frames(b * self.config.dim * r * h * w * s * s * z.element_size(), 1)
+            step = self._chunk_frames(int(b * self.config.decoder_width * r * h * w * s * s * z.element_size()), 1)
             with reuse_heap(z.device.type == "cpu"):
                 out = self._in_chunks(self._decode_chunk, z, frame_chunks(t, 1, step))
             return out.clamp_(-1.0, 1.0) if clamp else out
         # Middle block over the whole latent map, then the up path tile by tile.
         area = max(grid.rows) * max(grid.cols) * s * s
-        chunks = frame_chunks(t, 1, self._chunk_frames(b * self.config.dim * r * area * z.element_size(), 1, tiled=True))
+        chunks = frame_chunks(t, 1, self._chunk_frames(int(b * self.config.decoder_width * r * area * z.element_size()), 1, tiled=True))
         fmap = self._in_chunks(self.decoder.mid, self.conv2(z), chunks)
         out = tiling.tile_major(self.decoder.up, fmap, grid, 1, chunks, self.config.pixel_frames(t), (h * s, w * s))
         return out.clamp_(-1.0, 1.0) if clamp else out

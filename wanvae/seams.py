@@ -90,6 +90,28 @@ class Seams:
                 self._store[slot] = x.narrow(dim, consumed, n - consumed).clone()
         return x
 
+    def align(self, x: Tensor, tile: TilePosition, key: str, like: Tensor) -> Tensor:
+        """`x`, a branch that runs ahead of `like`, held back to cover exactly `like`'s positions.
+
+        A parameter-free shortcut emits every position its input has; the layers beside it
+        trail by their reach (which need not be constant from tile to tile at a stride-2
+        level). Along each split axis the shortcut's positions queue up: this tile takes
+        as many as `like` has, the rest go to the next tile, and the last tile takes all.
+        """
+        for dim, index, count, lane in tile.axes():
+            if count == 1:
+                continue
+            slot = (key, dim, tile.chunk, lane)
+            if index:
+                x = torch.cat([self._store.pop(slot), x], dim=dim)
+            n, have = like.shape[dim], x.shape[dim]
+            if have < n or (index == count - 1 and have != n):
+                raise AssertionError(f"{key}: a shortcut with {have} positions cannot line up with {n}")
+            if index < count - 1:
+                self._store[slot] = x.narrow(dim, n, have - n).clone()
+                x = x.narrow(dim, 0, n)
+        return x
+
     def delay(self, x: Tensor, tile: TilePosition, key: str, lag: int) -> Tensor:
         """`x` shifted to line up with a branch that lags by `lag` positions (a skip path)."""
         x = self.extend(x, tile, key, 2 * lag + 1, 1, lag, lag, conv_pads=True)

@@ -115,7 +115,7 @@ class StreamEncoder:
         else:
             self._tiles = tiling.TiledStep(grid)
             area = max(grid.rows) * max(grid.cols) * vae.config.spatial_ratio**2
-        step = self.chunk or vae._chunk_frames(b * vae.config.dim * area * x.element_size(), r, tiled=self._tiles is not None)
+        step = self.chunk or vae._chunk_frames(int(b * vae.config.encoder_width * area * x.element_size()), r, tiled=self._tiles is not None)
         self._chunker = _Chunker(1, step)
 
     @torch.no_grad()
@@ -219,7 +219,7 @@ class StreamDecoder:
         else:
             self._tiles = tiling.TiledStep(grid)
             area = max(grid.rows) * max(grid.cols) * s * s
-        self._chunker = _Chunker(1, vae._chunk_frames(b * vae.config.dim * r * area * z.element_size(), 1, tiled=self._tiles is not None))
+        self._chunker = _Chunker(1, vae._chunk_frames(int(b * vae.config.decoder_width * r * area * z.element_size()), 1, tiled=self._tiles is not None))
 
     @torch.no_grad()
     def push(self, latents: Tensor) -> Tensor:

@@ -25,8 +25,6 @@ from torch import Tensor
 from .atomic import AtomicFile
 
 RESIZE_MODES = ("crop", "pad", "stretch")
-# Wan's transformer patchifies latents 2x2, so pixel sizes it takes are multiples of 16.
-WAN_MULTIPLE = 16
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 # AVColorSpace codes -> swscale's names. Unknown or unspecified -> BT.601.
@@ -207,25 +205,38 @@ def plan_frames(
 def target_size(
     width: int, height: int, size: tuple[int, int] | None = None, max_area: int | None = None, multiple: int = 8
 ) -> tuple[int, int]:
-    """The clip's (w, h): `size` as given, or Wan's max-area rule, or the source cropped to x16."""
+    """The clip's (w, h): `size` as given, or Wan's max-area rule, or the source cropped.
+
+    `multiple` is the VAE's spatial factor (8 for Wan 2.1, 16 for Wan 2.2): a given size
+    must be a multiple of it. The sizes wanvae picks itself are multiples of twice that,
+    what the Wan transformers take (they patchify latents 2x2): 16 for Wan 2.1, 32 for
+    Wan2.2-TI2V-5B.
+    """
+    pick = 2 * multiple
     if size is not None and max_area is not None:
         raise MediaError("give --size or --max-area, not both")
     if size is not None:
         w, h = size
         if w <= 0 or h <= 0 or w % multiple or h % multiple:
-            raise MediaError(f"--size {w}x{h}: width and height must be positive multiples of {multiple}")
+            from .checks import nearest_sizes
+
+            (w0, h0), (w1, h1) = nearest_sizes(max(w, 1), max(h, 1), multiple)
+            raise MediaError(
+                f"--size {w}x{h}: width and height must be positive multiples of {multiple} for this VAE "
+                f"(e.g. {w0}x{h0} or {w1}x{h1})"
+            )
         return w, h
     if max_area is not None:
-        # Wan2.1's pipelines: keep the aspect ratio, area at most max_area, multiples of 16.
+        # Wan's pipelines: keep the aspect ratio, area at most max_area, multiples of `pick`.
         aspect = height / width
-        h = int(math.sqrt(max_area * aspect) // WAN_MULTIPLE * WAN_MULTIPLE)
-        w = int(math.sqrt(max_area / aspect) // WAN_MULTIPLE * WAN_MULTIPLE)
-        if w < WAN_MULTIPLE or h < WAN_MULTIPLE:
+        h = int(math.sqrt(max_area * aspect) // pick * pick)
+        w = int(math.sqrt(max_area / aspect) // pick * pick)
+        if w < pick or h < pick:
             raise MediaError(f"--max-area {max_area} is too small for a {width}x{height} source")
         return w, h
-    w, h = width // WAN_MULTIPLE * WAN_MULTIPLE, height // WAN_MULTIPLE * WAN_MULTIPLE
+    w, h = width // pick * pick, height // pick * pick
     if not w or not h:
-        raise MediaError(f"the source is {width}x{height}; it needs at least {WAN_MULTIPLE}x{WAN_MULTIPLE} pixels")
+        raise MediaError(f"the source is {width}x{height}; it needs at least {pick}x{pick} pixels")
     return w, h
 
 

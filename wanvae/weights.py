@@ -7,11 +7,12 @@ through `diffusers_to_original`. Loading never unpickles arbitrary objects.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from . import __version__
 from .atomic import atomic_dir, atomic_path
-from .config import VAEConfig
+from .config import WAN22, VAEConfig
 from .model import WanVAE
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -75,13 +76,28 @@ def original_to_diffusers(key: str, cfg: VAEConfig) -> str:
         if i == 1:
             return f"{part}.mid_block.attentions.0.{rest}"
         return f"{part}.mid_block.resnets.{i // 2}.{_resblock_suffix(rest, _RESBLOCK_TO_DIFFUSERS)}"
+    if cfg.attn_scales and re.match(r"(encoder\.downsamples|decoder\.upsamples)\.", key):
+        raise CheckpointError("diffusers' AutoencoderKLWan has no attention in its down or up blocks; attn_scales must be empty")
+    # Wan 2.2: levels nest their layers; diffusers names a level's layers resnets.M, then
+    # its down-/up-sampler.
+    m = re.fullmatch(r"encoder\.downsamples\.(\d+)\.downsamples\.(\d+)\.(.+)", key)
+    if m:
+        level, j, rest = m.group(1), int(m.group(2)), m.group(3)
+        if j == cfg.num_res_blocks:
+            return f"encoder.down_blocks.{level}.downsampler.{rest}"
+        return f"encoder.down_blocks.{level}.resnets.{j}.{_resblock_suffix(rest, _RESBLOCK_TO_DIFFUSERS)}"
+    m = re.fullmatch(r"decoder\.upsamples\.(\d+)\.upsamples\.(\d+)\.(.+)", key)
+    if m:
+        level, j, rest = m.group(1), int(m.group(2)), m.group(3)
+        if j == cfg.num_res_blocks + 1:
+            return f"decoder.up_blocks.{level}.upsampler.{rest}"
+        return f"decoder.up_blocks.{level}.resnets.{j}.{_resblock_suffix(rest, _RESBLOCK_TO_DIFFUSERS)}"
+    # Wan 2.1: one flat list of layers per half.
     m = re.fullmatch(r"encoder\.downsamples\.(\d+)\.(.+)", key)
     if m:
         return f"encoder.down_blocks.{m.group(1)}.{_resblock_suffix(m.group(2), _RESBLOCK_TO_DIFFUSERS)}"
     m = re.fullmatch(r"decoder\.upsamples\.(\d+)\.(.+)", key)
     if m:
-        if cfg.attn_scales:
-            raise CheckpointError("diffusers' AutoencoderKLWan has no attention in its up blocks; attn_scales must be empty")
         per_stage = cfg.num_res_blocks + 2  # res blocks, then one up-sampler
         stage, j = divmod(int(m.group(1)), per_stage)
         rest = m.group(2)
@@ -102,9 +118,21 @@ def diffusers_to_original(key: str, cfg: VAEConfig) -> str:
         if kind == "attentions":
             return f"{part}.middle.1.{rest}"
         return f"{part}.middle.{2 * i}.{_resblock_suffix(rest, _RESBLOCK_TO_ORIGINAL)}"
+    m = re.fullmatch(r"encoder\.down_blocks\.(\d+)\.(resnets\.(\d+)|downsampler)\.(.+)", key)
+    if m:  # Wan 2.2's residual down blocks
+        level, j, rest = m.group(1), m.group(3), m.group(4)
+        if j is None:
+            return f"encoder.downsamples.{level}.downsamples.{cfg.num_res_blocks}.{rest}"
+        return f"encoder.downsamples.{level}.downsamples.{j}.{_resblock_suffix(rest, _RESBLOCK_TO_ORIGINAL)}"
     m = re.fullmatch(r"encoder\.down_blocks\.(\d+)\.(.+)", key)
     if m:
         return f"encoder.downsamples.{m.group(1)}.{_resblock_suffix(m.group(2), _RESBLOCK_TO_ORIGINAL)}"
+    m = re.fullmatch(r"decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsampler)\.(.+)", key)
+    if m and cfg.level_shortcuts:  # Wan 2.2's residual up blocks
+        level, j, rest = m.group(1), m.group(3), m.group(4)
+        if j is None:
+            return f"decoder.upsamples.{level}.upsamples.{cfg.num_res_blocks + 1}.{rest}"
+        return f"decoder.upsamples.{level}.upsamples.{j}.{_resblock_suffix(rest, _RESBLOCK_TO_ORIGINAL)}"
     m = re.fullmatch(r"decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.+)", key)
     if m:
         stage, kind, j, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
@@ -116,13 +144,30 @@ def diffusers_to_original(key: str, cfg: VAEConfig) -> str:
 
 
 # ---- reading ---------------------------------------------------------------------------------
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+KeyFilter = Callable[[str], bool]  # on original keys: which tensors to read, not just shape
+
+
+def _read_safetensors(path: Path, keep: KeyFilter | None = None, diffusers_meta: Mapping[str, str] | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata; a tensor that `keep` turns down is a shape only (on the meta
+    device), so a half load reads only its half of the file. `diffusers_meta` given, the
+    file's names are diffusers' and `keep` sees their original names."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            names = list(f.keys())
+            wanted = set(names)
+            if keep is not None:
+                original = dict(zip(names, names))
+                if diffusers_meta is not None:
+                    shapes = {k: _shape_of(f.get_slice(k)) for k in names}
+                    cfg = _infer_config_diffusers(shapes, {**metadata, **diffusers_meta})
+                    original = {k: diffusers_to_original(k, cfg) for k in names}
+                wanted = {k for k in names if keep(original[k])}
+            tensors = {k: f.get_tensor(k) if k in wanted else _shape_of(f.get_slice(k)) for k in names}
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises its own types for truncated/corrupt files
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     return tensors, metadata
@@ -144,8 +189,12 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str], str]:
-    """Tensors in the original key layout, metadata, and the detected format's name."""
+def read_checkpoint(path: str | os.PathLike, keep: KeyFilter | None = None) -> tuple[dict[str, Tensor], dict[str, str], str]:
+    """Tensors in the original key layout, metadata, and the detected format's name.
+
+    With `keep`, the tensors it turns down are shapes only (meta tensors): what a half
+    load needs to check the whole file's layout without holding the other half.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
@@ -154,12 +203,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
         weights = path / DIFFUSERS_WEIGHTS
         if not weights.exists():
             raise CheckpointError(f"{path}: a directory, but it has no {DIFFUSERS_WEIGHTS} (a diffusers AutoencoderKLWan folder)")
-        tensors, metadata = _read_safetensors(weights)
         config_file = path / "config.json"
-        if config_file.exists():
-            metadata = {**metadata, "diffusers_config": config_file.read_text()}
+        extra = {"diffusers_config": config_file.read_text()} if config_file.exists() else {}
+        tensors, metadata = _read_safetensors(weights, keep, extra)
+        metadata = {**metadata, **extra}
     elif path.suffix == ".safetensors":
-        tensors, metadata = _read_safetensors(path)
+        tensors, metadata = _read_safetensors(path, keep, {} if keep is not None and _has_diffusers_names(path) else None)
     elif path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
         tensors = _read_torch(path)
     else:
@@ -176,27 +225,54 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     return tensors, metadata, "original"
 
 
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _shape_of(tensor_slice) -> Tensor:
+    """A meta tensor with a stored tensor's shape and dtype: what is known without reading it."""
+    dtype = _SAFETENSORS_DTYPES.get(tensor_slice.get_dtype(), torch.float32)
+    return torch.empty(tensor_slice.get_shape(), dtype=dtype, device="meta")
+
+
+def _has_diffusers_names(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "encoder.conv_in.weight" in f.keys()
+    except Exception:
+        return False  # the read proper says what is wrong with the file
+
+
 def _infer_config_diffusers(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> VAEConfig:
     """Enough of the config to map diffusers names (num_res_blocks decides the decoder indices)."""
     if "diffusers_config" in metadata:
         c = json.loads(metadata["diffusers_config"])
         return _config_from_diffusers_json(c)
     n = 1 + max(int(m.group(1)) for k in tensors if (m := re.match(r"decoder\.up_blocks\.0\.resnets\.(\d+)\.", k)))
+    if any(".downsampler." in k for k in tensors):  # Wan 2.2's residual blocks
+        return dataclasses.replace(WAN22, num_res_blocks=n - 1)
     return VAEConfig(num_res_blocks=n - 1)
 
 
 def _config_from_diffusers_json(c: Mapping) -> VAEConfig:
     base = VAEConfig()
+    residual = bool(c.get("is_residual", False))
     return VAEConfig(
         dim=c.get("base_dim", base.dim),
+        decoder_dim=c.get("decoder_base_dim"),
         z_dim=c.get("z_dim", base.z_dim),
         dim_mult=tuple(c.get("dim_mult", base.dim_mult)),
         num_res_blocks=c.get("num_res_blocks", base.num_res_blocks),
         attn_scales=tuple(c.get("attn_scales", base.attn_scales)),
         temporal_downsample=tuple(c.get("temperal_downsample", base.temporal_downsample)),
         dropout=c.get("dropout", base.dropout),
+        patch_size=c.get("patch_size") or 1,
+        level_shortcuts=residual,
+        upsample_halves=not residual,
         latents_mean=c.get("latents_mean"),
         latents_std=c.get("latents_std"),
+        name="wan2.2" if residual else "wan2.1",
     )
 
 
@@ -207,8 +283,10 @@ def infer_config(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | No
         return VAEConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
     if "diffusers_config" in metadata:
         return _config_from_diffusers_json(json.loads(metadata["diffusers_config"]))
+    if any(k.startswith("encoder.downsamples.0.downsamples.") for k in tensors):
+        return _infer_levels(tensors)
     dim = tensors["encoder.conv1.weight"].shape[0]
-    z_dim = tensors["conv2.weight"].shape[0] if "conv2.weight" in tensors else tensors["conv1.weight"].shape[0] // 2
+    z_dim = _z_dim(tensors)
     # Walk the encoder's flat down-sampling list: res blocks, optional attention, resamplers.
     idx = sorted({int(m.group(1)) for k in tensors if (m := re.match(r"encoder\.downsamples\.(\d+)\.", k))})
     mult, temporal, attn = [], [], []
@@ -237,17 +315,52 @@ def infer_config(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | No
         num_res_blocks=res_blocks,
         attn_scales=tuple(attn),
         temporal_downsample=tuple(temporal),
-        # Without metadata only Wan 2.1's own statistics can be assumed (the config's
-        # default for z_dim=16; 0 and 1 otherwise).
+        # The published statistics come with z_dim 16 (the config's default); 0 and 1 otherwise.
         name="wan2.1" if dim == 96 and z_dim == 16 else "custom",
     )
 
 
-def load_state_dict_strict(vae: WanVAE, tensors: Mapping[str, Tensor], source: str = "checkpoint") -> None:
-    """Copy tensors into `vae`, refusing any missing, unexpected or mis-shaped key."""
+def _z_dim(tensors: Mapping[str, Tensor]) -> int:
+    return tensors["conv2.weight"].shape[0] if "conv2.weight" in tensors else tensors["conv1.weight"].shape[0] // 2
+
+
+def _infer_levels(tensors: Mapping[str, Tensor]) -> VAEConfig:
+    """A Wan 2.2-layout state dict's config: levels nest their layers (`downsamples.N.downsamples.M`)."""
+    conv_in = tensors["encoder.conv1.weight"]
+    dim, patch = conv_in.shape[0], round((conv_in.shape[1] / 3) ** 0.5)
+    levels = sorted({int(m.group(1)) for k in tensors if (m := re.match(r"encoder\.downsamples\.(\d+)\.downsamples\.", k))})
+    mult, temporal, res_blocks = [], [], 0
+    for n in levels:
+        prefix = f"encoder.downsamples.{n}.downsamples."
+        layers = sorted({int(m.group(1)) for k in tensors if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))})
+        blocks = [j for j in layers if prefix + f"{j}.residual.2.weight" in tensors]
+        res_blocks = len(blocks)
+        mult.append(tensors[prefix + f"{blocks[-1]}.residual.2.weight"].shape[0] // dim)
+        if n != levels[-1]:
+            temporal.append(prefix + f"{layers[-1]}.time_conv.weight" in tensors)
+    z_dim = _z_dim(tensors)
+    decoder_dim = tensors["decoder.head.0.gamma"].shape[0] // mult[0] if "decoder.head.0.gamma" in tensors else dim
+    return VAEConfig(
+        dim=dim,
+        decoder_dim=decoder_dim,
+        z_dim=z_dim,
+        dim_mult=tuple(mult),
+        num_res_blocks=res_blocks,
+        temporal_downsample=tuple(temporal),
+        patch_size=patch,
+        level_shortcuts=True,
+        upsample_halves=False,
+        # z_dim 48 brings the published Wan 2.2 statistics (the config's default).
+        name="wan2.2" if (dim, decoder_dim, z_dim) == (160, 256, 48) else "custom",
+    )
+
+
+def load_state_dict_strict(vae: WanVAE, tensors: Mapping[str, Tensor], source: str = "checkpoint", assign: bool = False) -> None:
+    """Copy tensors into `vae` (or, with `assign`, adopt them), refusing any missing,
+    unexpected or mis-shaped key."""
     expected = vae.state_dict()
     _check_keys(expected.keys(), tensors, source, {k: tuple(v.shape) for k, v in expected.items()})
-    vae.load_state_dict(tensors, strict=True)
+    vae.load_state_dict(tensors, strict=True, assign=assign)
 
 
 def _check_keys(expected: Iterable[str], tensors: Mapping[str, Tensor], source: str, shapes: Mapping[str, tuple] | None = None) -> None:
@@ -279,25 +392,82 @@ def load(
     `parts='encoder'` (or 'decoder') keeps only that half: the other's weights are read,
     checked to be there, and dropped, so an encoding job does not hold the decoder.
     """
-    tensors, metadata, _ = read_checkpoint(path)
+    keep = None
+    if parts != "all":
+        prefixes = ("encoder.", "conv1.") if parts == "encoder" else ("decoder.", "conv2.")
+        keep = lambda key: key.startswith(prefixes)  # noqa: E731
+    tensors, metadata, _ = read_checkpoint(path, keep)
     try:
         cfg = infer_config(tensors, metadata)
-    except (KeyError, ValueError, UnboundLocalError) as e:
-        raise CheckpointError(f"{path}: cannot work out the model config from the checkpoint ({e})") from e
-    if parts != "all":
-        # The whole checkpoint must still fit the full model: a half load is no excuse
-        # for accepting a file with missing or stray tensors.
-        with torch.device("meta"):
-            full_keys = WanVAE(cfg).state_dict().keys()
-        _check_keys(full_keys, tensors, str(path))
-        keep = ("encoder.", "conv1.") if parts == "encoder" else ("decoder.", "conv2.")
-        tensors = {k: v for k, v in tensors.items() if k.startswith(keep)}
+    except (KeyError, ValueError, UnboundLocalError, IndexError, ZeroDivisionError) as e:
+        raise CheckpointError(f"{path}: cannot work out the model config from the checkpoint ({e}); {fit_report(tensors)}") from e
+    # The whole checkpoint must fit the full model, shapes included: a half load is no
+    # excuse for accepting a file with missing or stray tensors.
+    with torch.device("meta"):
+        full = WanVAE(cfg).state_dict()
+    try:
+        _check_keys(full.keys(), tensors, str(path), {k: tuple(v.shape) for k, v in full.items()})
+    except CheckpointError as e:
+        if CONFIG_KEY in metadata or "diffusers_config" in metadata:
+            raise  # the file says what it is: what differs from that is the news
+        raise CheckpointError(f"{path}: {fit_report(tensors)}") from e
+    tensors = {k: v for k, v in tensors.items() if keep is None or keep(k)}
     with torch.device("meta"):
         vae = WanVAE(cfg, parts=parts)
-    vae = vae.to_empty(device="cpu")
-    vae.reset_latent_stats()
-    load_state_dict_strict(vae, tensors, source=str(path))
+    # assign: the model takes the tensors read (or mapped) from the file instead of
+    # copying them into weights of its own, so loading never holds the weights twice.
+    load_state_dict_strict(vae, tensors, source=str(path), assign=True)
+    vae.materialize_latent_stats()
     return vae.to(device=device, dtype=dtype).eval()
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """What `wanvae info` says of a checkpoint: format, family, config, and whether the
+    tensors fit it; reads shapes, not weights."""
+    tensors, metadata, fmt = read_checkpoint(path, keep=lambda key: False)
+    result = {
+        "kind": "checkpoint",
+        "format": fmt,
+        "tensors": len(tensors),
+        "parameters": sum(t.numel() for t in tensors.values()),
+        "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
+    }
+    try:
+        cfg = infer_config(tensors, metadata)
+        with torch.device("meta"):
+            full = WanVAE(cfg).state_dict()
+        _check_keys(full.keys(), tensors, "the tensors", {k: tuple(v.shape) for k, v in full.items()})
+    except (CheckpointError, KeyError, ValueError, UnboundLocalError, IndexError, ZeroDivisionError) as e:
+        why = str(e) if isinstance(e, CheckpointError) and (CONFIG_KEY in metadata or "diffusers_config" in metadata) else fit_report(tensors)
+        return {**result, "family": None, "fits": False, "problem": why}
+    return {**result, "family": cfg.family, "fits": True, "config": cfg.to_dict()}
+
+
+def peek_config(path: str | os.PathLike) -> VAEConfig:
+    """A checkpoint's config from its metadata or its tensors' shapes, reading no weights."""
+    tensors, metadata, _ = read_checkpoint(path, keep=lambda key: False)
+    try:
+        return infer_config(tensors, metadata)
+    except (KeyError, ValueError, UnboundLocalError, IndexError, ZeroDivisionError) as e:
+        raise CheckpointError(f"{path}: cannot work out the model config from the checkpoint ({e}); {fit_report(tensors)}") from e
+
+
+def fit_report(tensors: Mapping[str, Tensor]) -> str:
+    """Why a state dict fits neither released model: what differs from each, in one line."""
+    from .config import preset
+
+    reports = []
+    for name in ("wan2.1", "wan2.2"):
+        cfg = preset(name)
+        with torch.device("meta"):
+            expected = WanVAE(cfg).state_dict()
+        try:
+            _check_keys(expected.keys(), tensors, f"as {cfg.family}", {k: tuple(v.shape) for k, v in expected.items()})
+        except CheckpointError as e:
+            reports.append(str(e).replace(" does not fit the model", ""))
+        else:
+            return f"it fits {cfg.family}"
+    return "fits no known Wan VAE: " + "; ".join(reports)
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -332,9 +502,26 @@ def save(vae: WanVAE, path: str | os.PathLike, format: str = "original") -> Path
 
 
 def diffusers_config(cfg: VAEConfig) -> dict:
+    """`AutoencoderKLWan`'s config for `cfg` (diffusers ties Wan 2.2's shortcuts and
+    width-keeping up-samplers together under `is_residual`)."""
+    if cfg.level_shortcuts == cfg.upsample_halves:
+        raise ValueError("diffusers' AutoencoderKLWan has level shortcuts exactly when its up-samplers keep their width")
+    family = {}
+    if cfg.level_shortcuts or cfg.patch_size != 1 or cfg.decoder_dim != cfg.dim:
+        p = cfg.patch_size
+        family = {
+            "decoder_base_dim": cfg.decoder_dim,
+            "is_residual": cfg.level_shortcuts,
+            "in_channels": 3 * p * p,
+            "out_channels": 3 * p * p,
+            "patch_size": p if p > 1 else None,
+            "scale_factor_spatial": cfg.spatial_ratio,
+            "scale_factor_temporal": cfg.temporal_ratio,
+        }
     return {
         "_class_name": "AutoencoderKLWan",
         "_diffusers_version": "0.33.1",
+        **family,
         "base_dim": cfg.dim,
         "z_dim": cfg.z_dim,
         "dim_mult": list(cfg.dim_mult),

@@ -44,6 +44,9 @@ class CacheOptions:
     size: tuple[int, int] | None = None
     buckets: tuple[tuple[int, int], ...] = ()
     resize: str = "crop"
+    # The VAE's spatial factor (8 for Wan 2.1, 16 for Wan 2.2): sizes and buckets must be
+    # multiples of it; `run_cache` sets it from the checkpoint.
+    multiple: int = 8
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -58,9 +61,10 @@ class CacheOptions:
             raise ValueError(f"--clips must be at least 1, got {self.clips}")
         if self.size and self.buckets:
             raise ValueError("give --size or --buckets, not both")
+        m = self.multiple
         for w, h in (*self.buckets, *([self.size] if self.size else [])):
-            if w % 8 or h % 8 or w <= 0 or h <= 0:
-                raise ValueError(f"size {w}x{h}: width and height must be positive multiples of 8")
+            if w % m or h % m or w <= 0 or h <= 0:
+                raise ValueError(f"size {w}x{h}: width and height must be positive multiples of {m} for this VAE")
 
 
 @dataclass(frozen=True)
@@ -171,11 +175,11 @@ def plan_source(src: Source, opts: CacheOptions) -> list[Job]:
     everything = video.plan_frames(info, start=start, fps=fps, ratio=1)  # ratio 1: any count
     available = list(everything.indices)
     if src.size:
-        size = video.target_size(info.width, info.height, src.size)
+        size = video.target_size(info.width, info.height, src.size, multiple=opts.multiple)
     elif opts.buckets:
         size = nearest_bucket(info.width, info.height, opts.buckets)
     else:
-        size = video.target_size(info.width, info.height, opts.size)
+        size = video.target_size(info.width, info.height, opts.size, multiple=opts.multiple)
     m = len(available)
     if opts.mode == "full":
         frames = 1 + 4 * ((m - 1) // 4)

@@ -8,13 +8,14 @@ and a whole index; the next run redoes exactly what is missing.
 
 from __future__ import annotations
 
+
 import ctypes
 import functools
 import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -173,9 +174,12 @@ def run_cache(
     ray_address: str | None = None,
 ) -> Summary:
     """Encode every clip of `source` into `out`; see the module docstring for the guarantees."""
-    from ..weights import file_sha256
+    from ..weights import file_sha256, peek_config
 
     started = time.monotonic()
+    multiple = peek_config(weights).spatial_ratio
+    if opts.multiple != multiple:
+        opts = replace(opts, multiple=multiple)  # checks sizes against this VAE
     sources = find_sources(source)
     run = CacheRun(Path(out), opts, file_sha256(weights), dtype, progress)
     if engine == "local":
