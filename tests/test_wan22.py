@@ -256,3 +256,47 @@ def test_latents_of_the_other_family_are_refused_naming_both(vae22):
     wan21 = randomize(WanVAE(preset("tiny")), seed=3)
     with pytest.raises(ValueError, match=r"these are Wan 2.2 latents \(48 channels.*\) but this is a Wan 2.1 VAE \(16 channels\)"):
         wan21.decode(torch.zeros(1, 48, 2, 2, 3))
+
+
+# ---- both families: every stateful layer against the state and the seams it keeps ---------
+@pytest.mark.parametrize("name", ["tiny", "tiny-2.2"])
+def test_every_stateful_layer_keeps_its_history_and_hands_on_its_seams(name, monkeypatch):
+    from wanvae.layers import CausalConv3d, DownLevel, Resample, ResidualBlock, UpLevel
+    from wanvae.seams import Seams
+
+    vae = randomize(WanVAE(preset(name)), seed=5)
+    s = vae.config.spatial_ratio
+    # Time: after a first frame and a regular chunk, the state holds exactly the layers that
+    # look back, each at most its look-back.
+    (_, _), state = vae.encode_step(random_video(1, 1, 2 * s, 2 * s, seed=6), CausalState())
+    (_, _), state = vae.encode_step(random_video(1, 4, 2 * s, 2 * s, seed=7), state)
+    assert set(state.history) == set(vae.stateful_layers("encoder"))
+    _, dstate = vae.decode_step(torch.randn(1, vae.config.z_dim, 2, 2, 2), CausalState())
+    assert set(dstate.history) == set(vae.stateful_layers("decoder"))
+    for key, frames in {**state.history, **dstate.history}.items():
+        downsampler = key.startswith("encoder.") and key.endswith("time_conv")  # keeps its last frame
+        assert frames.shape[2] <= (1 if downsampler else 2), key
+    # Space: on a 2 x 2 tile grid every spatial layer of the tiled paths hands on a seam,
+    # under its own module path, and nothing else does.
+    handed: set[str] = set()
+    extend, align = Seams.extend, Seams.align
+    monkeypatch.setattr(Seams, "extend", lambda self, x, tile, key, *a, **k: handed.add(key) or extend(self, x, tile, key, *a, **k))
+    monkeypatch.setattr(Seams, "align", lambda self, x, tile, key, like: handed.add(key) or align(self, x, tile, key, like))
+    expected: set[str] = set()
+    for path in (vae.encoder.downsamples, vae.decoder.upsamples):
+        for module in path.modules():
+            if isinstance(module, CausalConv3d) and module.padding[1]:
+                expected.add(module.state_key)
+            elif isinstance(module, ResidualBlock):
+                expected.add(module.state_key + ".shortcut")
+            elif isinstance(module, Resample):
+                expected.add(module.state_key + ".resample")
+            elif isinstance(module, (DownLevel, UpLevel)) and module.avg_shortcut is not None:
+                expected.add(module.avg_shortcut.state_key + ".align")
+                if isinstance(module.avg_shortcut, AvgDown3d) and module.avg_shortcut.factor_s > 1:
+                    expected.add(module.avg_shortcut.state_key)
+    expected |= {vae.encoder.conv1.state_key, vae.decoder.head[2].state_key}
+    side = 2 * tiling.MIN_TILE_LATENTS * s
+    vae.encode(random_video(1, 1, side, side, seed=8), tile=side // 2)
+    vae.decode(torch.randn(1, vae.config.z_dim, 1, side // s, side // s), tile=side // 2)
+    assert handed == expected

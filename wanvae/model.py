@@ -7,6 +7,8 @@ calls are built from the steps, so they cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -31,6 +33,8 @@ from .layers import (
     to_layout,
     unpatchify,
 )
+
+TileProgress = Callable[[int, int], None]  # (tiles done, tiles)
 
 # Activation budget for one temporal chunk of a whole-clip call: a chunk of frames at the
 # widest, full-resolution layer should take about this much per tensor. Measured on the
@@ -224,6 +228,27 @@ class WanVAE(nn.Module):
                 names.append(f"{part}.{name}.time_conv")
         return names
 
+    def stream_state_nbytes(self, part: str, height: int, width: int, batch: int = 1) -> int:
+        """Bytes of causal state a stream of `part` keeps at this frame size (pixels), tiled
+        or not: every causal conv's last input frames at its own scale. Worked out by
+        running a meta-device twin, which computes shapes only."""
+        with torch.device("meta"):
+            twin = WanVAE(self.config, parts=part)
+        s, r = self.config.spatial_ratio, self.config.temporal_ratio
+        state = CausalState()
+        with torch.no_grad():
+            # The first frame alone, then enough for every history to fill: a regular chunk
+            # for the encoder, two latent frames for the decoder (its up-samplers' time convs
+            # start afresh at the second).
+            for frames in (1, r) if part == "encoder" else (1, 2):
+                if part == "encoder":
+                    x = torch.empty(batch, 3, frames, height, width, device="meta")
+                    _, state = twin.encode_step(x, state)
+                else:
+                    z = torch.empty(batch, self.config.z_dim, frames, height // s, width // s, device="meta")
+                    _, state = twin.decode_step(z, state)
+        return state.nbytes // 4 * self.latents_mean.element_size()
+
     # ---- normalisation: applied only at the encode/decode boundary -----------------------
     def normalize(self, mean: Tensor) -> Tensor:
         return (mean - self.latents_mean.to(mean.dtype)) / self.latents_std.to(mean.dtype)
@@ -312,11 +337,12 @@ class WanVAE(nn.Module):
         return torch.cat(outs, dim=2)
 
     @torch.no_grad()
-    def encode_moments(self, video: Tensor, *, tile: TileArg = None) -> tuple[Tensor, Tensor]:
+    def encode_moments(self, video: Tensor, *, tile: TileArg = None, progress: TileProgress | None = None) -> tuple[Tensor, Tensor]:
         """Raw (mean, logvar) [B, z, 1 + (T-1)/4, H/8, W/8] of a clip [B, 3, T, H, W] in [-1, 1].
 
         An image batch [B, 3, H, W] is taken as one-frame clips. `tile` (pixels: an int, a
         (w, h) pair, or 'auto') runs the down path tile by tile; the result is the same.
+        `progress(tiles done, tiles)` is called after each tile of a tiled pass.
         """
         self.require("encoder")
         video = checks.check_video(video, self.config, self.dtype)
@@ -330,14 +356,15 @@ class WanVAE(nn.Module):
         area = max(grid.rows) * max(grid.cols) * s * s
         step = self._chunk_frames(int(b * self.config.encoder_width * area * video.element_size()), r, tiled=True)
         chunks = frame_chunks(t, 1, step)
-        fmap = tiling.tile_major(self.encoder.down, video, grid, s, chunks, self.config.latent_frames(t), (h // s, w // s))
+        fmap = tiling.tile_major(self.encoder.down, video, grid, s, chunks, self.config.latent_frames(t), (h // s, w // s), progress)
         # The same time chunks at latent rate, so a tiled stream gives these very numbers.
         latent_chunks = frame_chunks(self.config.latent_frames(t), 1, step // r)
         return self._moments(self._in_chunks(self.encoder.mid_head, fmap, latent_chunks))
 
     @torch.no_grad()
     def encode(
-        self, video: Tensor, *, sample: bool = False, generator: torch.Generator | None = None, tile: TileArg = None
+        self, video: Tensor, *, sample: bool = False, generator: torch.Generator | None = None, tile: TileArg = None,
+        progress: TileProgress | None = None,
     ) -> Tensor:
         """Normalised latents [B, 16, 1 + (T-1)/4, H/8, W/8] of a clip [B, 3, T, H, W] in [-1, 1].
 
@@ -345,13 +372,13 @@ class WanVAE(nn.Module):
         draw from the posterior, noise drawn latent frame by latent frame in time order so
         a stream with the same generator draws the same sample.
         """
-        mean, logvar = self.encode_moments(video, tile=tile)
+        mean, logvar = self.encode_moments(video, tile=tile, progress=progress)
         if sample:
             mean = sample_posterior(mean, logvar, generator)
         return self.normalize(mean)
 
     @torch.no_grad()
-    def decode(self, latents: Tensor, *, clamp: bool = True, tile: TileArg = None) -> Tensor:
+    def decode(self, latents: Tensor, *, clamp: bool = True, tile: TileArg = None, progress: TileProgress | None = None) -> Tensor:
         """Pixels [B, 3, 1 + 4(t-1), 8h, 8w] from normalised latents [B, 16, t, h, w].
 
         Clamped to [-1, 1] like the reference's decode, unless `clamp=False`. `tile`
@@ -372,7 +399,7 @@ class WanVAE(nn.Module):
         area = max(grid.rows) * max(grid.cols) * s * s
         chunks = frame_chunks(t, 1, self._chunk_frames(int(b * self.config.decoder_width * r * area * z.element_size()), 1, tiled=True))
         fmap = self._in_chunks(self.decoder.mid, self.conv2(z), chunks)
-        out = tiling.tile_major(self.decoder.up, fmap, grid, 1, chunks, self.config.pixel_frames(t), (h * s, w * s))
+        out = tiling.tile_major(self.decoder.up, fmap, grid, 1, chunks, self.config.pixel_frames(t), (h * s, w * s), progress)
         return out.clamp_(-1.0, 1.0) if clamp else out
 
 

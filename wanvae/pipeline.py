@@ -71,10 +71,13 @@ def encode_file(
     checkpoint_sha256: str | None = None,
     progress: Progress | None = None,
 ) -> tuple[Tensor, dict[str, str]]:
-    """Encode a video or image file: latents [1, 16, t, h, w] and the metadata to store with them.
+    """Encode a video or image file: latents [1, z, t, h, w] and the metadata to store with them.
 
-    Frames stream from the decoder through `StreamEncoder`, a few at a time; the frame
-    count is settled (and a bad one refused) before any decoding starts.
+    The frame count is settled (and a bad one refused) before any decoding starts. Memory
+    is the lesser of two: a clip whose frames cost less than a stream's causal state is
+    read whole and encoded tile by tile (one tile's state alive at a time); a longer one
+    streams through `StreamEncoder` a few frames at a time, so memory stops growing at
+    the state's size. The latents agree either way to float rounding.
     """
     info, plan, out_size = plan_encode(
         path, vae, size=size, resize=resize, max_area=max_area, start=start, fps=fps, frames=frames, frame_policy=frame_policy
@@ -83,23 +86,22 @@ def encode_file(
     if sample:
         generator = torch.Generator(device=vae.device)
         generator.manual_seed(0 if seed is None else seed)
-    stream = StreamEncoder(vae, tile=tile, sample=sample, generator=generator)
-    outs, batch, done = [], [], 0
-    for frame in video.read_frames(info, plan, out_size, resize):
-        batch.append(frame)
-        if len(batch) == PUSH_FRAMES:
-            outs.append(stream.push(torch.stack(batch, dim=1)[None].to(vae.device)))
-            done += len(batch)
-            batch = []
-            if progress:
-                progress(done, stream.latents_out)
-    if batch:
-        outs.append(stream.push(torch.stack(batch, dim=1)[None].to(vae.device)))
-        done += len(batch)
-    outs.append(stream.flush())
-    latents = torch.cat(outs, dim=2).float().cpu()
+    w, h = out_size
+    if whole_clip_is_smaller(vae, "encoder", plan.count, h, w):
+        clip = torch.empty(1, 3, plan.count, h, w, dtype=vae.dtype, device=vae.device)
+        for i, frame in enumerate(video.read_frames(info, plan, out_size, resize)):
+            clip[0, :, i] = frame
+            if progress and (i + 1) % PUSH_FRAMES == 0:
+                progress(i + 1, 0)
+        t = vae.config.latent_frames(plan.count)
+        tiles = (lambda done, total: progress(plan.count, t * done // total)) if progress else None  # noqa: E731
+        latents = vae.encode(clip, tile=tile, sample=sample, generator=generator, progress=tiles).float().cpu()
+        del clip
+        done = plan.count
+    else:
+        latents, done = _stream_encode(info, plan, out_size, resize, vae, tile, sample, generator, progress)
     if progress:
-        progress(done, stream.latents_out)
+        progress(done, latents.shape[2])
     meta = clip_metadata(
         source=Path(path).name,
         source_sha256=sha256_file(path),
@@ -119,6 +121,29 @@ def encode_file(
         latent_shape=latents.shape[1:],
     )
     return latents, meta
+
+
+def whole_clip_is_smaller(vae: WanVAE, part: str, frames: int, height: int, width: int) -> bool:
+    """Whether a whole clip's pixels (fp32) cost less memory than a stream's causal state."""
+    return frames * 3 * height * width * 4 <= vae.stream_state_nbytes(part, height, width)
+
+
+def _stream_encode(info, plan, out_size, resize, vae, tile, sample, generator, progress) -> tuple[Tensor, int]:
+    stream = StreamEncoder(vae, tile=tile, sample=sample, generator=generator)
+    outs, batch, done = [], [], 0
+    for frame in video.read_frames(info, plan, out_size, resize):
+        batch.append(frame)
+        if len(batch) == PUSH_FRAMES:
+            outs.append(stream.push(torch.stack(batch, dim=1)[None].to(vae.device)))
+            done += len(batch)
+            batch = []
+            if progress:
+                progress(done, stream.latents_out)
+    if batch:
+        outs.append(stream.push(torch.stack(batch, dim=1)[None].to(vae.device)))
+        done += len(batch)
+    outs.append(stream.flush())
+    return torch.cat(outs, dim=2).float().cpu(), done
 
 
 def clip_metadata(
@@ -172,19 +197,35 @@ def decode_latents_to_file(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
-    """Decode [1, 16, t, h, w] latents into an mp4 (or a PNG for one frame), streaming."""
+    """Decode [1, z, t, h, w] latents into an mp4 (or a PNG for one frame).
+
+    As for encoding, memory is the lesser of two: a clip whose decoded frames cost less
+    than a stream's causal state (at 1280x704, 6 GB for Wan 2.2's decoder, about 2,000
+    frames' worth) is decoded whole, tile by tile, then written; a longer one streams
+    frame by frame into the writer, its memory no longer growing with the clip.
+    """
     if latents.dim() != 5 or latents.shape[0] != 1:
-        raise ValueError(f"decode one clip at a time: latents must be [1, 16, t, h, w], got {tuple(latents.shape)}")
-    stream = StreamDecoder(vae, tile=tile)
+        raise ValueError(f"decode one clip at a time: latents must be [1, {vae.config.z_dim}, t, h, w], got {tuple(latents.shape)}")
+    s = vae.config.spatial_ratio
+    frames, h, w = vae.config.pixel_frames(latents.shape[2]), latents.shape[3] * s, latents.shape[4] * s
     with video.VideoWriter(out, fps, overwrite=overwrite) as writer:
-        for i in range(latents.shape[2]):
-            frames = stream.push(latents[:, :, i : i + 1].to(vae.device, vae.dtype))
-            for f in frames[0].unbind(1):
+        if whole_clip_is_smaller(vae, "decoder", frames, h, w):
+            tiles = (lambda done, total: progress(frames * done // total, latents.shape[2] * done // total)) if progress else None  # noqa: E731
+            clip = vae.decode(latents.to(vae.device, vae.dtype), tile=tile, progress=tiles)
+            for f in clip[0].unbind(1):
                 writer.write(f.float().cpu())
-            if progress:
-                progress(writer.frames, i + 1)
-        for f in stream.flush()[0].unbind(1):
-            writer.write(f.float().cpu())
+            del clip
+        else:
+            stream = StreamDecoder(vae, tile=tile)
+            for i in range(latents.shape[2]):
+                for f in stream.push(latents[:, :, i : i + 1].to(vae.device, vae.dtype))[0].unbind(1):
+                    writer.write(f.float().cpu())
+                if progress:
+                    progress(writer.frames, i + 1)
+            for f in stream.flush()[0].unbind(1):
+                writer.write(f.float().cpu())
+        if progress:
+            progress(writer.frames, latents.shape[2])
     return Path(out)
 
 

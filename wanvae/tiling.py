@@ -145,18 +145,20 @@ def tile_major(
     chunks: list[slice],
     out_frames: int,
     out_hw: tuple[int, int],
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Run `run` tile by tile, each tile over all time `chunks` of `x` before the next.
 
     `x` is [B, C, T, H, W] with H, W = `scale_in` x the grid's units. Returns the stitched
     [B, C', out_frames, *out_hw]. Only the current tile's causal state is alive.
+    `progress(tiles done, tiles)` is called after each tile.
     """
     if x.device.type == "cpu":
         bound_heap()  # tiles of unequal shapes would otherwise fragment the heap
     seams = Seams()
     placer = _Placer()
     out: Tensor | None = None
-    for i, j, rows, cols in grid.blocks():
+    for done, (i, j, rows, cols) in enumerate(grid.blocks(), start=1):
         state = CausalState()
         block = x[:, :, :, rows.start * scale_in : rows.stop * scale_in, cols.start * scale_in : cols.stop * scale_in]
         t0 = 0
@@ -171,6 +173,8 @@ def tile_major(
             out[:, :, t0 : t0 + y.shape[2], y0 : y0 + y.shape[3], x0 : x0 + y.shape[4]] = y
             t0 += y.shape[2]
         placer.done(i, j, y)
+        if progress:
+            progress(done, len(grid))
     assert len(seams) == 0, "a seam was handed on but never taken"
     return out
 

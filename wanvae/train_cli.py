@@ -40,9 +40,9 @@ def _clip(text: str) -> tuple[int, int, int]:
         w, h, t = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WxHxT such as 64x64x9, got {text!r}") from None
-    if w % 8 or h % 8 or (t - 1) % 4 or min(w, h, t) < 1:
-        raise argparse.ArgumentTypeError(f"--clip {text}: W and H must be multiples of 8 and T must be 1 + 4k")
-    return w, h, t
+    if (t - 1) % 4 or min(w, h, t) < 1:
+        raise argparse.ArgumentTypeError(f"--clip {text}: W and H must be positive and T must be 1 + 4k")
+    return w, h, t  # W and H are checked against the model's spatial factor once it is known
 
 
 def add_parser(sub, common, model, frames) -> None:
@@ -57,7 +57,8 @@ def add_parser(sub, common, model, frames) -> None:
     )
     p.add_argument("data", help="folder of videos and images (searched recursively)")
     p.add_argument("-o", "--out", required=True, help="checkpoint to write (.safetensors), updated at every validation")
-    p.add_argument("--config", default=None, help="preset name (tiny, small, wan2.1) or a JSON file of VAEConfig fields")
+    p.add_argument("--config", default=None, help="preset name (tiny, small, wan2.1, tiny-2.2, small-2.2, wan2.2) or a JSON "
+                   "file of VAEConfig fields (default: wan2.1)")
     p.add_argument("--init", metavar="CKPT", help="start from these weights (fine-tuning)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=4)
@@ -121,6 +122,13 @@ def run(args) -> int:
     if args.config:
         path = Path(args.config)
         cfg = config_mod.VAEConfig.from_dict(json.loads(path.read_text())) if path.suffix == ".json" else config_mod.preset(args.config)
+    from wanvae.weights import peek_config
+
+    model_cfg = cfg or (peek_config(args.out if args.resume else args.init) if (args.init or args.resume) else config_mod.VAEConfig())
+    s = model_cfg.spatial_ratio
+    for flag, size in (("--clip", args.clip), ("--val-clip", args.val_clip)):
+        if size and (size[0] % s or size[1] % s):
+            raise UsageError(f"{flag} {size[0]}x{size[1]}x{size[2]}: W and H must be multiples of {s} for this {model_cfg.family} model")
     opts = train_mod.TrainOptions(
         steps=args.steps,
         batch=args.batch,
