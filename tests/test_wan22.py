@@ -300,3 +300,15 @@ def test_every_stateful_layer_keeps_its_history_and_hands_on_its_seams(name, mon
     vae.encode(random_video(1, 1, side, side, seed=8), tile=side // 2)
     vae.decode(torch.randn(1, vae.config.z_dim, 1, side // s, side // s), tile=side // 2)
     assert handed == expected
+
+
+@pytest.mark.parametrize("at_start", [True, False])
+def test_the_duplicate_up_added_in_place_is_the_shortcut_added(vae22, at_start):
+    from wanvae.causal import StepContext
+
+    for level in vae22.decoder.upsamples[:3]:
+        up = level.avg_shortcut
+        x = torch.randn(1, up.in_dim, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d)
+        ctx = StepContext(CausalState(frames_seen=0 if at_start else 1))
+        y = torch.randn_like(up(x, ctx)).contiguous(memory_format=torch.channels_last_3d)
+        assert torch.equal(up.add_to(y.clone(), x, ctx), y + up(x, ctx))

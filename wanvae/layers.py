@@ -22,6 +22,21 @@ _MKLDNN_CONV = getattr(torch, "mkldnn_convolution", None)
 
 
 CHANNELS_LAST = torch.channels_last_3d
+
+
+def _blocked_is_faster(x: Tensor) -> bool:
+    """Whether a conv of `x` runs faster from PyTorch's default layout, which oneDNN reorders
+    to its blocked one, than from channels-last, counting the two copies between layouts.
+
+    oneDNN's channels-last kernels fall behind at 1024 input channels at any frame size
+    (1024 -> 512 at 160x88: 147 against 193 GFLOP/s with the copies; 1024 -> 1024 at 80x44:
+    152 against 215) and at 512 on small maps (512 -> 512 at 64x64 inside the Wan 2.2
+    decoder: 156 against 221); at 96-384 channels, all of Wan 2.1, channels-last wins or ties
+    (96 at 128x128: 225 against 182). AMD EPYC, 2 threads; Wan 2.2's decoder is the model
+    with such layers.
+    """
+    c, hw = x.shape[1], x.shape[3] * x.shape[4]
+    return c >= 1024 or (c >= 512 and hw <= 64 * 64)
 _REDUCED = (torch.float16, torch.bfloat16)
 
 
@@ -48,6 +63,9 @@ def conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1), pad
     ):
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last_3d)):
             x = x.contiguous(memory_format=torch.channels_last_3d)
+        if _blocked_is_faster(x) and not x.is_contiguous():
+            y = _MKLDNN_CONV(x.contiguous(), weight, bias, padding, stride, (1, 1, 1), 1)
+            return y.contiguous(memory_format=torch.channels_last_3d)
         return _MKLDNN_CONV(x, weight, bias, padding, stride, (1, 1, 1), 1)
     return F.conv3d(x, weight, bias, stride=stride, padding=padding)
 
@@ -102,7 +120,7 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
             x = ctx.seams.extend(x, ctx.tile, self.state_key, 2 * pad + 1, 1, pad, pad)
             padding = ctx.tile.conv_padding(pad)
         history = ctx.history(self.state_key)
-        if self.lookback:
+        if self.lookback and ctx.record:
             ctx.keep(self.state_key, roll_history(x, history, self.lookback))
         if history is None and x.shape[2] == 1 and self.lookback:
             # Zero look-back: only the kernel's last temporal slice touches real data, so
@@ -128,7 +146,8 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
             buf[:, :, lead - have : lead] = history
         del history
         pre(x, out=buf[:, :, lead:])
-        ctx.keep(self.state_key, buf[:, :, -lead:].clone())
+        if ctx.record:
+            ctx.keep(self.state_key, buf[:, :, -lead:].clone())
         return conv3d(buf, self.weight, self.bias, padding=self.padding)
 
 
@@ -294,11 +313,15 @@ def _conv_frames(
 
 
 def _pad_right_bottom(x: Tensor) -> Tensor:
-    """One zero column on the right and one zero row at the bottom, keeping x's layout."""
+    """One zero column on the right and one zero row at the bottom, keeping x's layout.
+
+    Only the new row and column are zeroed: filling the whole buffer first, to overwrite
+    all but its edge, was 3% of an image's encode."""
     b, c, t, h, w = x.shape
-    out = x.new_zeros(b, c, t, h + 1, w + 1)
-    if not x.is_contiguous():
-        out = out.contiguous(memory_format=CHANNELS_LAST)
+    layout = torch.contiguous_format if x.is_contiguous() else CHANNELS_LAST
+    out = torch.empty(b, c, t, h + 1, w + 1, dtype=x.dtype, device=x.device, memory_format=layout)
+    out[:, :, :, h].zero_()
+    out[:, :, :, :h, w].zero_()
     out[:, :, :, :h, :w] = x
     return out
 
@@ -375,7 +398,8 @@ class Resample(StatefulLayer):
         key = self.state_key + ".time_conv"
         history = ctx.history(key)
         tail = ctx.history(tail_key(key))
-        ctx.keep(key, x[:, :, -1:].clone())
+        if ctx.record:
+            ctx.keep(key, x[:, :, -1:].clone())
         if history is not None:
             s = torch.cat([history, x], dim=2)
             if ctx.skip_constant:
@@ -438,6 +462,15 @@ class AvgDown3d(StatefulLayer):
         if x.shape[2] % ft:
             x = prepend_history(x, None, ft - x.shape[2] % ft)
         b, c, t, h, w = x.shape
+        if self.group == fs * fs:
+            # Wan 2.2's case: each group is one channel's fs x fs cell at one time offset, so
+            # output channel c * ft + tau is that cell's mean: a pooling, then time folded into
+            # the (4x smaller) channels, instead of a permuted copy of the whole input.
+            pooled = F.avg_pool3d(x, (1, fs, fs))  # [B, C, T, h, w]
+            if ft == 1:
+                return pooled
+            pooled = pooled.view(b, c, t // ft, ft, h // fs, w // fs).transpose(2, 3)
+            return pooled.reshape(b, self.out_dim, t // ft, h // fs, w // fs)
         x = x.reshape(b, c, t // ft, ft, h // fs, fs, w // fs, fs).permute(0, 1, 3, 5, 7, 2, 4, 6)
         x = x.reshape(b, self.out_dim, self.group, t // ft, h // fs, w // fs)
         return x.mean(dim=2)
@@ -467,6 +500,31 @@ class DupUp3d(StatefulLayer):
         x = x.repeat_interleave(self.repeats, dim=1).view(b, self.out_dim, ft, fs, fs, t, h, w)
         x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.out_dim, t * ft, h * fs, w * fs)
         return x[:, :, ft - 1 :] if ctx.at_start else x
+
+    def add_to(self, y: Tensor, x: Tensor, ctx: StepContext) -> Tensor:
+        """`y + self(x)` in place, never making the shortcut: up to 8x its input, and its
+        repeat, permute and add were 2% of a Wan 2.2 decode. Each cell of the output's
+        (time, row, column) cells reads one input channel group: output channel o, cell k
+        takes input channel o * (in/out) + k // repeats; the very same additions."""
+        ft, fs, r = self.factor_t, self.factor_s, self.repeats
+        b, _, t, h, w = x.shape
+        groups = self.in_dim // self.out_dim if self.in_dim >= self.out_dim else 0
+        if not groups or self.in_dim % self.out_dim:
+            return y.add_(self(x, ctx))  # channels fan out unevenly: no grouped view; not in Wan 2.2
+        parts = [(y, x, range(ft))]
+        if ctx.at_start and ft > 1:  # the first frame keeps only its cell's last time step
+            parts = [(y[:, :, :1], x[:, :, :1], range(ft - 1, ft)), (y[:, :, 1:], x[:, :, 1:], range(ft))]
+        for out, src, taus in parts:
+            n = src.shape[2]
+            if not n:
+                continue
+            cells = out.view(b, self.out_dim, n, len(taus), h, fs, w, fs)
+            src = src.view(b, self.out_dim, groups, n, h, w)
+            for slot, tau in enumerate(taus):
+                for i in range(fs):
+                    for j in range(fs):
+                        cells[:, :, :, slot, :, i, :, j].add_(src[:, :, (tau * fs * fs + i * fs + j) // r])
+        return y
 
 
 class DownLevel(nn.Module):
@@ -503,8 +561,7 @@ class UpLevel(nn.Module):
             y = layer(y, ctx)
         if self.avg_shortcut is None:
             return y
-        # After the layers: the duplicate-up is up to 8x its input, so it is made last.
+        if ctx.seams is None:
+            return self.avg_shortcut.add_to(y, x, ctx)
         short = self.avg_shortcut(x, ctx)
-        if ctx.seams is not None:
-            short = ctx.seams.align(short, ctx.tile, self.avg_shortcut.state_key + ".align", y)
-        return y.add_(short)
+        return y.add_(ctx.seams.align(short, ctx.tile, self.avg_shortcut.state_key + ".align", y))

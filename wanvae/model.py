@@ -329,9 +329,10 @@ class WanVAE(nn.Module):
     def _in_chunks(self, run, x: Tensor, chunks: list[slice]) -> Tensor:
         """`run` over the time chunks of `x` in order, one causal state carried through."""
         state, outs = CausalState(), []
-        for frames in chunks:
-            # The context holds the only reference, so old histories go as they are used.
-            ctx, state = StepContext(state), None
+        for i, frames in enumerate(chunks):
+            # The context holds the only reference, so old histories go as they are used;
+            # the last chunk keeps none (for an image, 5 full-size copies nobody would read).
+            ctx, state = StepContext(state, record=i < len(chunks) - 1), None
             outs.append(run(x[:, :, frames], ctx))
             state = ctx.result(frames.stop - frames.start)
         return torch.cat(outs, dim=2)

@@ -163,7 +163,7 @@ def tile_major(
         block = x[:, :, :, rows.start * scale_in : rows.stop * scale_in, cols.start * scale_in : cols.stop * scale_in]
         t0 = 0
         for c, frames in enumerate(chunks):
-            ctx = StepContext(state, seams=seams, tile=TilePosition(i, j, len(grid.rows), len(grid.cols), c))
+            ctx = StepContext(state, record=c < len(chunks) - 1, seams=seams, tile=TilePosition(i, j, len(grid.rows), len(grid.cols), c))
             state = None  # the context's is the only reference: old histories go as used
             y = run(block[:, :, frames], ctx)
             state = ctx.result(frames.stop - frames.start)
