@@ -95,6 +95,7 @@ def main() -> None:
     p.add_argument("folder", type=Path, help="scratch folder for the checkpoints, media and outputs")
     p.add_argument("--latents", type=int, default=5, help="latent frames to decode (default 5: 17 frames)")
     p.add_argument("--cases", default="ours,diffusers", help="ours, diffusers or both")
+    p.add_argument("--diffusers-kinds", default="encode,decode", help="which of diffusers' runs (its decode is slow)")
     p.add_argument("--diffusers-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.diffusers_child:
@@ -113,8 +114,8 @@ def main() -> None:
             rows.append({"impl": f"wanvae {kind} --tile 256", "weights": fmt, "peak_gb": round(peak, 2), "seconds": round(seconds), "problem": problem})
             print(json.dumps(rows[-1]), flush=True)
     for kind, data in (("encode", paths["video"]), ("decode", paths["latents"])):
-        if "diffusers" not in args.cases:
-            break
+        if "diffusers" not in args.cases or kind not in args.diffusers_kinds:
+            continue
         for tiled in ("untiled", "tiled"):
             cmd = [sys.executable, __file__, str(args.folder), "--diffusers-child", kind, str(paths["diffusers"]), str(data), tiled]
             peak, seconds, problem = measure(cmd)

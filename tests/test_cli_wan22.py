@@ -134,3 +134,11 @@ def test_train_builds_and_fine_tunes_a_2_2_model(files, tmp_path):
     assert wanvae.load(out).config == wanvae.preset("tiny-2.2")
     r = subprocess.run([*cmd, "--init", files["pth"], "--clip", "40x32x5", "--overwrite"], capture_output=True, text=True)
     assert r.returncode == 2 and "multiples of 16" in r.stderr and "Wan 2.2" in r.stderr, r.stderr
+
+
+def test_latents_without_a_frame_rate_decode_at_ti2v_s_24_fps(files, tmp_path):
+    bare = tmp_path / "generated.safetensors"  # what a pipeline might save: the tensor, no metadata
+    wanvae.save_latents(bare, torch.randn(1, 48, 2, 4, 6))
+    assert run("decode", bare, "-o", tmp_path / "v.mp4", "--weights", files["pth"]).returncode == 0
+    info = video.probe(tmp_path / "v.mp4")
+    assert (info.frames, info.fps, info.width, info.height) == (5, 24.0, 96, 64)

@@ -312,3 +312,16 @@ def test_the_duplicate_up_added_in_place_is_the_shortcut_added(vae22, at_start):
         ctx = StepContext(CausalState(frames_seen=0 if at_start else 1))
         y = torch.randn_like(up(x, ctx)).contiguous(memory_format=torch.channels_last_3d)
         assert torch.equal(up.add_to(y.clone(), x, ctx), y + up(x, ctx))
+
+
+def test_a_saved_folder_has_the_permissions_of_a_plain_mkdir(vae22, tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        wanvae.save(vae22, tmp_path / "d", format="diffusers")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "d").iterdir()} == {0o644}

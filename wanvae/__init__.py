@@ -1,4 +1,4 @@
-"""wanvae: the Wan 2.1 causal video VAE, exact, fast and memory-bounded."""
+"""wanvae: the Wan 2.1 and Wan 2.2 causal video VAEs, exact, fast and memory-bounded."""
 
 __version__ = "0.1.0"
 

@@ -71,6 +71,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        # mkdtemp makes the folder private (0700), and writers such as safetensors their
+        # files (0600): give them what a plain mkdir and open would, under the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        for file in tmp.rglob("*"):
+            os.chmod(file, (0o777 if file.is_dir() else 0o666) & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, old / "replaced")

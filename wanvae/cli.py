@@ -172,7 +172,7 @@ def cmd_decode(args) -> int:
         from wanvae.checks import latent_channels_error
 
         raise UsageError(f"{args.latents}: {latent_channels_error(latents.shape[1], vae.config)}")
-    fps = args.fps or float(meta.get("fps") or 16.0)
+    fps = args.fps or float(meta.get("fps") or vae.config.pipeline_fps)
     frames = vae.config.pixel_frames(latents.shape[2])
     bar = progress_bar(args, frames, "frame", out.name)
     started = time.perf_counter()
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", parents=[common, model], help="latents file -> mp4 (or png)", description="Decode a latents file into an H.264 mp4, or a PNG for a single latent frame.")
     p.add_argument("latents", help="latents file from `wanvae encode`")
     p.add_argument("-o", "--out", help="output .mp4 (or .png for one frame)")
-    p.add_argument("--fps", type=float, help="frame rate (default: the one recorded at encode time, else 16)")
+    p.add_argument("--fps", type=float, help="frame rate (default: the one recorded at encode time, else the family's: 16 for Wan 2.1, 24 for Wan 2.2)")
     p.set_defaults(run=cmd_decode)
 
     p = sub.add_parser("roundtrip", parents=[common, model, frames], help="encode + decode, report PSNR/SSIM", description="Encode and decode a file; report PSNR and SSIM per frame and overall; write a side-by-side video and a PNG strip.")

@@ -137,6 +137,12 @@ class VAEConfig:
         return self.decoder_dim / self.patch_size**2
 
     @property
+    def pipeline_fps(self) -> float:
+        """The frame rate this family's video pipelines write: 16 for Wan 2.1, 24 for
+        Wan2.2-TI2V-5B (121 frames at 1280x704); what decoding assumes when latents say nothing."""
+        return 24.0 if self.level_shortcuts else 16.0
+
+    @property
     def in_channels(self) -> int:
         """Channels the encoder's first conv sees: RGB, patchified."""
         return 3 * self.patch_size**2

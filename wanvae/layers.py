@@ -37,6 +37,8 @@ def _blocked_is_faster(x: Tensor) -> bool:
     """
     c, hw = x.shape[1], x.shape[3] * x.shape[4]
     return c >= 1024 or (c >= 512 and hw <= 64 * 64)
+
+
 _REDUCED = (torch.float16, torch.bfloat16)
 
 

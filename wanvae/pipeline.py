@@ -192,7 +192,7 @@ def decode_latents_to_file(
     vae: WanVAE,
     out: str | os.PathLike,
     *,
-    fps: float = 16.0,
+    fps: float | None = None,
     tile: TileArg = None,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -202,8 +202,10 @@ def decode_latents_to_file(
     As for encoding, memory is the lesser of two: a clip whose decoded frames cost less
     than a stream's causal state (at 1280x704, 6 GB for Wan 2.2's decoder, about 2,000
     frames' worth) is decoded whole, tile by tile, then written; a longer one streams
-    frame by frame into the writer, its memory no longer growing with the clip.
+    frame by frame into the writer, its memory no longer growing with the clip. `fps`
+    defaults to the family's (16 for Wan 2.1, 24 for Wan 2.2).
     """
+    fps = fps or vae.config.pipeline_fps
     if latents.dim() != 5 or latents.shape[0] != 1:
         raise ValueError(f"decode one clip at a time: latents must be [1, {vae.config.z_dim}, t, h, w], got {tuple(latents.shape)}")
     s = vae.config.spatial_ratio
@@ -233,7 +235,7 @@ def decode_file(path: str | os.PathLike, vae: WanVAE, out: str | os.PathLike, *,
     """Decode a latents file; the frame rate defaults to the one recorded at encode time."""
     latents, meta = load_latents(path)
     if fps is None:
-        fps = float(meta.get("fps") or 16.0)
+        fps = float(meta.get("fps") or vae.config.pipeline_fps)
     return decode_latents_to_file(latents, vae, out, fps=fps, **kw)
 
 

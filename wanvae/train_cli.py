@@ -116,8 +116,6 @@ def run(args) -> int:
         raise UsageError(f"--view {args.view[0]}x{args.view[1]} is smaller than the {w}x{h} clip cropped from it: give at least {w}x{h}")
     if args.decoder_only and not (args.init or args.resume):
         raise UsageError("--decoder-only fine-tunes an existing model: give --init CKPT")
-    if not args.resume:
-        check_output(out, args.overwrite)
     cfg = None
     if args.config:
         path = Path(args.config)
@@ -129,6 +127,8 @@ def run(args) -> int:
     for flag, size in (("--clip", args.clip), ("--val-clip", args.val_clip)):
         if size and (size[0] % s or size[1] % s):
             raise UsageError(f"{flag} {size[0]}x{size[1]}x{size[2]}: W and H must be multiples of {s} for this {model_cfg.family} model")
+    if not args.resume:
+        check_output(out, args.overwrite)
     opts = train_mod.TrainOptions(
         steps=args.steps,
         batch=args.batch,
