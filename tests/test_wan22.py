@@ -325,3 +325,15 @@ def test_a_saved_folder_has_the_permissions_of_a_plain_mkdir(vae22, tmp_path):
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
     assert {stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "d").iterdir()} == {0o644}
+
+
+def test_wide_convs_run_from_the_blocked_layout_and_give_the_same_numbers():
+    from wanvae.layers import _blocked_is_faster, conv3d
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 1024, 4, 6, 7, generator=g).contiguous(memory_format=torch.channels_last_3d)
+    w = torch.randn(16, 1024, 3, 3, 3, generator=g) / 96
+    assert _blocked_is_faster(x) and not _blocked_is_faster(x[:, :384])
+    y = conv3d(x, w, None, padding=(0, 1, 1))
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)  # the layout the next layer expects
+    torch.testing.assert_close(y, torch.nn.functional.conv3d(x.contiguous(), w, padding=(0, 1, 1)), atol=1e-5, rtol=0)
