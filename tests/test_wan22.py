@@ -24,7 +24,7 @@ from wanvae.testing import randomize, reference_decode_unclamped, reference_for
 TINY22 = preset("tiny-2.2")
 # Narrower still, for the float64 checks on frames big enough for 3 x 3 tiles of 256 px.
 NANO22 = dataclasses.replace(TINY22, dim=4, decoder_dim=4, name="nano-2.2")
-KEYS22 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "wan22_vae_keys.json"
+KEYS22 = Path(__file__).parent / "data" / "wan22_vae_keys.json"  # a copy of ../shared/reference/wan22_vae_keys.json
 
 # The published statistics, typed in from Wan2.2's vae2_2.py (not read from our preset).
 PUBLISHED_MEAN = [
