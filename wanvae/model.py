@@ -212,6 +212,24 @@ class WanVAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.latents_mean.dtype
 
+    def cast(self, part: str, dtype: torch.dtype) -> WanVAE:
+        """Run `part` ('encoder' or 'decoder', with its 1x1 conv) in `dtype`, leaving the other
+        part as it is: the two may compute in different precisions. Returns self."""
+        if part not in ("encoder", "decoder"):
+            raise ValueError(f"part must be 'encoder' or 'decoder', got {part!r}")
+        self.require(part)
+        getattr(self, part).to(dtype)
+        (self.conv1 if part == "encoder" else self.conv2).to(dtype)
+        return self
+
+    def part_dtype(self, part: str) -> torch.dtype:
+        """The dtype `part` ('encoder' or 'decoder') computes in: its weights' dtype, which
+        may differ from the other part's (a bf16 decoder beside an fp32 encoder)."""
+        module = getattr(self, part, None)
+        if module is None:
+            return self.dtype
+        return next(module.parameters()).dtype
+
     def require(self, part: str) -> None:
         """Refuse to encode with a decoder-only model, or to decode with an encoder-only one."""
         if self.parts not in ("all", part):
@@ -346,7 +364,7 @@ class WanVAE(nn.Module):
         `progress(tiles done, tiles)` is called after each tile of a tiled pass.
         """
         self.require("encoder")
-        video = checks.check_video(video, self.config, self.dtype)
+        video = checks.check_video(video, self.config, self.part_dtype("encoder"))
         b, _, t, h, w = video.shape
         grid = self._grid(tile, h, w)
         r, s = self.config.temporal_ratio, self.config.spatial_ratio
@@ -379,15 +397,19 @@ class WanVAE(nn.Module):
         return self.normalize(mean)
 
     @torch.no_grad()
-    def decode(self, latents: Tensor, *, clamp: bool = True, tile: TileArg = None, progress: TileProgress | None = None) -> Tensor:
+    def decode(
+        self, latents: Tensor, *, clamp: bool = True, tile: TileArg = None, progress: TileProgress | None = None, raw: bool = False
+    ) -> Tensor:
         """Pixels [B, 3, 1 + 4(t-1), 8h, 8w] from normalised latents [B, 16, t, h, w].
 
         Clamped to [-1, 1] like the reference's decode, unless `clamp=False`. `tile`
-        (output pixels) runs the up path tile by tile; the result is the same.
+        (output pixels) runs the up path tile by tile; the result is the same. `raw=True`
+        takes latents at the encoder's scale (its mean, not normalised), as diffusers'
+        pipelines hand them to their VAE after undoing the normalisation themselves.
         """
         self.require("decoder")
-        latents = checks.check_latents(latents, self.config, self.dtype)
-        z = self.denormalize(latents)
+        latents = checks.check_latents(latents, self.config, self.part_dtype("decoder"))
+        z = latents if raw else self.denormalize(latents)
         b, _, t, h, w = z.shape
         s, r = self.config.spatial_ratio, self.config.temporal_ratio
         grid = self._grid(tile, h * s, w * s, part="decoder")
@@ -403,7 +425,6 @@ class WanVAE(nn.Module):
         out = tiling.tile_major(self.decoder.up, fmap, grid, 1, chunks, self.config.pixel_frames(t), (h * s, w * s), progress)
         return out.clamp_(-1.0, 1.0) if clamp else out
 
-
     @torch.no_grad()
     def encode_conditioning(
         self, first: Tensor, last: Tensor | None = None, num_frames: int = 81, *, return_steps: bool = False
@@ -416,44 +437,57 @@ class WanVAE(nn.Module):
         same frame at every step: it is computed once instead of per frame. Once a step
         leaves the causal state exactly as it found it, the remaining steps are copies.
         """
+        (mean, _), steps = self._conditioning(first, last, num_frames)
+        latents = self.normalize(mean)
+        return (latents, steps) if return_steps else latents
+
+    @torch.no_grad()
+    def encode_conditioning_moments(self, first: Tensor, last: Tensor | None = None, num_frames: int = 81) -> tuple[Tensor, Tensor]:
+        """Raw (mean, logvar) of the conditioning clip `encode_conditioning` describes:
+        equal to `encode_moments` of that clip."""
+        return self._conditioning(first, last, num_frames)[0]
+
+    def _conditioning(self, first: Tensor, last: Tensor | None, num_frames: int) -> tuple[tuple[Tensor, Tensor], int]:
         self.require("encoder")
-        first = checks.check_video(first, self.config, self.dtype)
+        dtype = self.part_dtype("encoder")
+        first = checks.check_video(first, self.config, dtype)
         if first.shape[2] != 1:
             raise ValueError(f"first must be one frame, [B, 3, H, W] (or [B, 3, 1, H, W]); got {tuple(first.shape)}")
         r = self.config.temporal_ratio
         if num_frames < 1 or (num_frames - 1) % r:
             raise ValueError(checks.frame_count_error(num_frames, r))
         if last is not None:
-            last = checks.check_video(last, self.config, self.dtype)
+            last = checks.check_video(last, self.config, dtype)
             if last.shape[2] != 1 or last.shape[0] != first.shape[0] or last.shape[3:] != first.shape[3:]:
                 raise ValueError(f"last must be one frame shaped like first {tuple(first.shape)}; got {tuple(last.shape)}")
             if num_frames < 1 + r:
                 raise ValueError(f"first-and-last conditioning needs at least {1 + r} frames, got {num_frames}")
         with reuse_heap(first.device.type == "cpu"):
-            return self._encode_conditioning(first, last, num_frames, return_steps)
+            return self._conditioning_steps(first, last, num_frames)
 
-    def _encode_conditioning(self, first: Tensor, last: Tensor | None, num_frames: int, return_steps: bool):
+    def _conditioning_steps(self, first: Tensor, last: Tensor | None, num_frames: int) -> tuple[tuple[Tensor, Tensor], int]:
         r = self.config.temporal_ratio
-        (mean, _), state = self.encode_step(first, CausalState())
-        means = [mean]
+        moments, state = self.encode_step(first, CausalState())
+        steps = [moments]
         blank = torch.zeros_like(first).expand(-1, -1, r, -1, -1).contiguous()
         chunks = (num_frames - 1) // r - (1 if last is not None else 0)
-        steps = 0
-        while len(means) - 1 < chunks:
-            (mean, _), after = self.encode_step(blank, state, skip_constant=True)
-            steps += 1
-            means.append(mean)
+        computed = 1
+        while len(steps) - 1 < chunks:
+            moments, after = self.encode_step(blank, state, skip_constant=True)
+            computed += 1
+            steps.append(moments)
             if after.same_history(state):  # a fixed point: the remaining steps would all be this one
-                means.extend([mean] * (chunks - (len(means) - 1)))
+                steps.extend([moments] * (chunks - (len(steps) - 1)))
                 break
             state = after
         if last is not None:
             tail = torch.cat([blank[:, :, : r - 1], last], dim=2)
-            (mean, _), _ = self.encode_step(tail, state, skip_constant=True)
-            steps += 1
-            means.append(mean)
-        latents = self.normalize(torch.cat(means, dim=2))
-        return (latents, steps + 1) if return_steps else latents
+            moments, _ = self.encode_step(tail, state, skip_constant=True)
+            computed += 1
+            steps.append(moments)
+        mean = torch.cat([m for m, _ in steps], dim=2)
+        logvar = torch.cat([lv for _, lv in steps], dim=2)
+        return (mean, logvar), computed
 
 
 def frame_chunks(frames: int, first: int, step: int) -> list[slice]:

@@ -122,7 +122,7 @@ class StreamEncoder:
     def push(self, frames: Tensor) -> Tensor:
         if self.closed:
             raise ValueError("push() after flush(): this stream has ended; start a new StreamEncoder")
-        x = checks.check_video(frames, self.vae.config, self.vae.dtype, whole_clip=False)
+        x = checks.check_video(frames, self.vae.config, self.vae.part_dtype("encoder"), whole_clip=False)
         if self._shape is None:
             self._setup(x)
         elif (x.shape[0], *x.shape[3:]) != self._shape:
@@ -225,7 +225,7 @@ class StreamDecoder:
     def push(self, latents: Tensor) -> Tensor:
         if self.closed:
             raise ValueError("push() after flush(): this stream has ended; start a new StreamDecoder")
-        z = checks.check_latents(latents, self.vae.config, self.vae.dtype)
+        z = checks.check_latents(latents, self.vae.config, self.vae.part_dtype("decoder"))
         if self._shape is None:
             self._setup(z)
         elif (z.shape[0], *z.shape[3:]) != self._shape:

@@ -384,9 +384,10 @@ def _check_keys(expected: Iterable[str], tensors: Mapping[str, Tensor], source: 
 
 
 def load(
-    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, parts: str = "all"
+    path: str | os.PathLike | torch.nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, parts: str = "all"
 ) -> WanVAE:
-    """A `WanVAE` from an original `.pth`/`.safetensors` or a diffusers folder/file.
+    """A `WanVAE` from an original `.pth`/`.safetensors`, a diffusers folder/file, or a
+    diffusers `AutoencoderKLWan` object (its weights renamed in memory, not copied).
 
     The config comes from the file's metadata, or is inferred from the tensor shapes.
     `parts='encoder'` (or 'decoder') keeps only that half: the other's weights are read,
@@ -396,27 +397,52 @@ def load(
     if parts != "all":
         prefixes = ("encoder.", "conv1.") if parts == "encoder" else ("decoder.", "conv2.")
         keep = lambda key: key.startswith(prefixes)  # noqa: E731
+    if isinstance(path, torch.nn.Module):
+        return _load_module(path, device, dtype, parts, keep)
     tensors, metadata, _ = read_checkpoint(path, keep)
     try:
         cfg = infer_config(tensors, metadata)
     except (KeyError, ValueError, UnboundLocalError, IndexError, ZeroDivisionError) as e:
         raise CheckpointError(f"{path}: cannot work out the model config from the checkpoint ({e}); {fit_report(tensors)}") from e
+    said = CONFIG_KEY in metadata or "diffusers_config" in metadata
+    return _build(cfg, tensors, str(path), said, device, dtype, parts, keep)
+
+
+def _load_module(module: torch.nn.Module, device, dtype, parts: str, keep: KeyFilter | None) -> WanVAE:
+    """`load` of a model object: our diffusers adapter (its WanVAE), or diffusers' own class."""
+    if isinstance(getattr(module, "wan", None), WanVAE):
+        module = module.wan
+    if isinstance(module, WanVAE):
+        if parts != "all" and module.parts != parts:
+            raise ValueError(f"parts={parts!r} from a model object: load it from its checkpoint instead")
+        return module.to(device=device, dtype=dtype).eval()
+    if type(module).__name__ != "AutoencoderKLWan":
+        raise CheckpointError(f"cannot load a {type(module).__name__}: expected a checkpoint path, a WanVAE or diffusers' AutoencoderKLWan")
+    cfg = _config_from_diffusers_json(dict(module.config))
+    tensors = {diffusers_to_original(k, cfg): v.detach() for k, v in module.state_dict().items()}
+    tensors = {k: (v if keep is None or keep(k) else v.to("meta")) for k, v in tensors.items()}
+    return _build(cfg, tensors, f"the {type(module).__name__} object", True, device, dtype, parts, keep)
+
+
+def _build(
+    cfg: VAEConfig, tensors: dict[str, Tensor], source: str, config_said: bool, device, dtype, parts: str, keep: KeyFilter | None
+) -> WanVAE:
     # The whole checkpoint must fit the full model, shapes included: a half load is no
     # excuse for accepting a file with missing or stray tensors.
     with torch.device("meta"):
         full = WanVAE(cfg).state_dict()
     try:
-        _check_keys(full.keys(), tensors, str(path), {k: tuple(v.shape) for k, v in full.items()})
+        _check_keys(full.keys(), tensors, source, {k: tuple(v.shape) for k, v in full.items()})
     except CheckpointError as e:
-        if CONFIG_KEY in metadata or "diffusers_config" in metadata:
+        if config_said:
             raise  # the file says what it is: what differs from that is the news
-        raise CheckpointError(f"{path}: {fit_report(tensors)}") from e
+        raise CheckpointError(f"{source}: {fit_report(tensors)}") from e
     tensors = {k: v for k, v in tensors.items() if keep is None or keep(k)}
     with torch.device("meta"):
         vae = WanVAE(cfg, parts=parts)
     # assign: the model takes the tensors read (or mapped) from the file instead of
     # copying them into weights of its own, so loading never holds the weights twice.
-    load_state_dict_strict(vae, tensors, source=str(path), assign=True)
+    load_state_dict_strict(vae, tensors, source=source, assign=True)
     vae.materialize_latent_stats()
     return vae.to(device=device, dtype=dtype).eval()
 
