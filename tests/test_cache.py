@@ -69,9 +69,13 @@ def test_manifests(dataset, tmp_path):
     jsonl.write_text(json.dumps({"path": "src/a.mp4", "caption": "x"}) + "\n")
     shutil.copytree(dataset["src"], tmp_path / "src")
     assert find_sources(jsonl)[0].path == str(tmp_path / "src" / "a.mp4")
-    (tmp_path / "bad.jsonl").write_text("{oops\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1: not a JSON object"):
-        find_sources(tmp_path / "bad.jsonl")
+    assert rows[1].occurrence == 1  # the same source twice: each row its own clips and index rows
+    # A bad row fails alone, named by its line; the rows around it still count.
+    (tmp_path / "bad.jsonl").write_text('{oops\n{"path": "src/a.mp4", "fps": "inf"}\n{"path": "src/a.mp4"}\n')
+    bad, nan_fps, good = find_sources(tmp_path / "bad.jsonl")
+    assert bad.rel == "bad.jsonl:1" and "not a JSON object" in bad.error
+    assert nan_fps.rel == "bad.jsonl:2" and "fps" in nan_fps.error and "not a finite number" in nan_fps.error
+    assert good.error == "" and good.path == str(tmp_path / "src" / "a.mp4")
 
 
 def test_cache_outputs_index_and_failures(dataset, tmp_path):

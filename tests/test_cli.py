@@ -45,7 +45,8 @@ def files(tmp_path_factory):
 def library_latents(f, path, size, **plan_kw):
     info = video.probe(path)
     plan = video.plan_frames(info, **plan_kw)
-    frames = torch.stack(list(video.read_frames(info, plan, size)), dim=1)[None]
+    # No --size: the CLI cuts the picked size out of the source's centre, no resampling.
+    frames = torch.stack(list(video.read_frames(info, plan, size, "center-crop")), dim=1)[None]
     return f["vae"].encode(frames)
 
 

@@ -1,35 +1,73 @@
-"""wanvae: the Wan 2.1 and Wan 2.2 causal video VAEs, exact, fast and memory-bounded."""
+"""wanvae: the Wan 2.1 and Wan 2.2 causal video VAEs, exact, fast and memory-bounded.
+
+The public names load on first use: `import wanvae` (and the `wanvae` command, which checks
+its arguments before anything else) does not import torch until a name that needs it is
+touched, and never imports diffusers unless the diffusers adapter is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from .causal import CausalState  # noqa: E402
-from .config import VAEConfig, preset  # noqa: E402
-from .model import WanVAE  # noqa: E402
-from .stream import StreamDecoder, StreamEncoder  # noqa: E402
-from .weights import CheckpointError, load, save  # noqa: E402
-from .latents import load_latents, save_latents  # noqa: E402
-from .pipeline import decode_file, encode_file  # noqa: E402
-from .demo import demo_model  # noqa: E402
-
-# The diffusers adapter imports diffusers (an optional extra): only when it is asked for.
-_DIFFUSERS_NAMES = ("WanVAEForDiffusers", "for_diffusers", "to_autoencoder_kl_wan")
+# name -> the module that defines it
+_EXPORTS = {
+    "CausalState": "causal",
+    "VAEConfig": "config",
+    "preset": "config",
+    "WanVAE": "model",
+    "StreamDecoder": "stream",
+    "StreamEncoder": "stream",
+    "CheckpointError": "weights",
+    "load": "weights",
+    "save": "weights",
+    "load_latents": "latents",
+    "save_latents": "latents",
+    "decode_file": "pipeline",
+    "encode_file": "pipeline",
+    "demo_model": "demo",
+    # diffusers is an optional extra (pip install 'wanvae[diffusers]')
+    "WanVAEForDiffusers": "diffusers_adapter",
+    "for_diffusers": "diffusers_adapter",
+    "to_autoencoder_kl_wan": "diffusers_adapter",
+}
+_NEEDS_DIFFUSERS = {"WanVAEForDiffusers", "for_diffusers", "to_autoencoder_kl_wan"}
 
 
 def __getattr__(name: str):
-    if name in _DIFFUSERS_NAMES:
-        try:
-            from . import diffusers_adapter
-        except ImportError as e:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'wanvae' has no attribute {name!r}")
+    import importlib
+
+    try:
+        module = importlib.import_module(f".{module_name}", __name__)
+    except ImportError as e:
+        if name in _NEEDS_DIFFUSERS and "diffusers" in str(e):
             raise ImportError(f"wanvae.{name} needs diffusers: pip install 'wanvae[diffusers]' ({e})") from e
-        return getattr(diffusers_adapter, name)
-    raise AttributeError(f"module 'wanvae' has no attribute {name!r}")
+        raise
+    value = getattr(module, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .causal import CausalState
+    from .config import VAEConfig, preset
+    from .demo import demo_model
+    from .latents import load_latents, save_latents
+    from .model import WanVAE
+    from .pipeline import decode_file, encode_file
+    from .stream import StreamDecoder, StreamEncoder
+    from .weights import CheckpointError, load, save
+
+# Without the diffusers names: `from wanvae import *` must not import diffusers.
 __all__ = [
-    "decode_file",
-    "demo_model",
-    "encode_file",
-    "load_latents",
-    "save_latents",
-    "CausalState",
-    "CheckpointError", "StreamDecoder", "StreamEncoder", "VAEConfig", "WanVAE", "load", "preset", "save", "__version__"]
+    "CausalState", "CheckpointError", "StreamDecoder", "StreamEncoder", "VAEConfig", "WanVAE", "__version__",
+    "decode_file", "demo_model", "encode_file", "load", "load_latents", "preset", "save", "save_latents",
+]

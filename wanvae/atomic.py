@@ -88,3 +88,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden folder inside `folder` to write several outputs into; when the block
+    succeeds, move each into `folder` (replacing files of those names), else drop them all.
+
+    For commands that write a set of files into a folder the user may keep other things
+    in (so the folder cannot be swapped whole, as `atomic_dir` does): an interrupted run
+    leaves none of the set, not some of it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".wanvae-stage.", dir=folder))
+    try:
+        yield stage
+        umask = os.umask(0)
+        os.umask(umask)
+        for file in sorted(stage.iterdir()):
+            os.chmod(file, 0o666 & ~umask)
+            os.replace(file, folder / file.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

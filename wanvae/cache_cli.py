@@ -13,6 +13,7 @@ def _sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def add_parser(sub, common, model, frames) -> None:
+    from wanvae.argtypes import MAX_FRAMES, frame_count, frame_rate, int_in
     from wanvae.cli import parse_size
 
     p = sub.add_parser(
@@ -25,14 +26,15 @@ def add_parser(sub, common, model, frames) -> None:
     )
     p.add_argument("source", help="a folder (searched recursively) or a manifest (.csv or .jsonl with a 'path' column; optional start, frames, fps, size, caption)")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--frames", type=int, default=81, help="frames per clip, 1 + 4k (default 81)")
+    p.add_argument("--frames", type=frame_count, default=81, help="frames per clip, 1 + 4k (default 81)")
     p.add_argument("--mode", choices=("head", "uniform", "slide", "full"), default="head", help="head: the first clip; uniform: --clips K spread over the video; slide: every --stride S frames; full: the longest 1 + 4k prefix")
-    p.add_argument("--clips", type=int, default=1, help="clips per video for --mode uniform")
-    p.add_argument("--stride", type=int, help="frames between clip starts for --mode slide")
-    p.add_argument("--fps", type=float, help="resample time to F frames per second first")
+    p.add_argument("--clips", type=int_in(1, 10_000, "a clip count"), default=1, help="clips per video for --mode uniform")
+    p.add_argument("--stride", type=int_in(1, MAX_FRAMES, "a stride in frames"), help="frames between clip starts for --mode slide")
+    p.add_argument("--fps", type=frame_rate, help="resample time to F frames per second first")
     p.add_argument("--size", type=parse_size, metavar="WxH", help="every clip at this size (cover-resize, centre-crop)")
     p.add_argument("--buckets", type=_sizes, metavar="WxH,WxH,...", help="each clip to the bucket nearest its aspect ratio")
-    p.add_argument("--workers", type=int, default=2, help="decoding workers running ahead of the encoder (default 2)")
+    p.add_argument("--alpha", choices=("refuse", "black", "white"), default="refuse", help="clips with transparent pixels: fail them (default), or composite them on black or white")
+    p.add_argument("--workers", type=int_in(1, 64, "a worker count"), default=2, help="decoding workers running ahead of the encoder (default 2)")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="local processes, or a Ray cluster (pip install 'wanvae[ray]')")
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
     p.set_defaults(run=run)
@@ -43,18 +45,19 @@ def run(args) -> int:
 
     from wanvae.cache.plan import CacheOptions
     from wanvae.cache.run import run_cache
-    from wanvae.cli import DTYPES, EXIT_OK, EXIT_PARTIAL, UsageError, check_output, progress_bar, resolve_weights
+    from wanvae.cli import DTYPES, EXIT_OK, EXIT_PARTIAL, UsageError, check_output, chosen_device, progress_bar, resolve_weights
 
     weights = resolve_weights(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
-    check_output(out / "index.jsonl", overwrite=True)
+    # The index is rewritten on every run; a manifest of that name in that folder would be lost.
+    check_output(out / "index.jsonl", overwrite=True, inputs=(args.source, weights))
     from wanvae.weights import peek_config
 
     opts = CacheOptions(
         frames=None if args.mode == "full" else args.frames,
-        mode=args.mode, clips=args.clips, stride=args.stride, fps=args.fps, size=args.size, buckets=args.buckets or (),
+        mode=args.mode, clips=args.clips, stride=args.stride, fps=args.fps, size=args.size, buckets=args.buckets or (), alpha=args.alpha,
         multiple=peek_config(weights).spatial_ratio,
     )
     bar = progress_bar(args, 0, "clip", out.name)
@@ -65,7 +68,7 @@ def run(args) -> int:
         bar.set_postfix_str(f"{len(s.failed)} failed, {s.skipped} already done")
 
     summary = run_cache(
-        args.source, out, weights, opts, engine=args.engine, workers=args.workers, tile=args.tile, device=args.device,
+        args.source, out, weights, opts, engine=args.engine, workers=args.workers, tile=args.tile, device=chosen_device(args),
         dtype=getattr(torch, DTYPES[args.dtype]), progress=progress, ray_address=args.ray_address,
     )
     bar.close()

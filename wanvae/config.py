@@ -102,6 +102,16 @@ class VAEConfig:
             raise ValueError(f"dim, decoder_dim, z_dim, num_res_blocks and patch_size must be positive, got {self}")
         if len(self.dim_mult) < 2:
             raise ValueError(f"dim_mult needs at least 2 levels, got {self.dim_mult}")
+        # Far past any real model (Wan 2.2 is dim 160/256, z 48, 4 levels): a config from a
+        # file's metadata must not be able to ask for a model no machine could build.
+        limits = {"dim": (self.dim, 4096), "decoder_dim": (self.decoder_dim, 4096), "z_dim": (self.z_dim, 1024),
+                  "num_res_blocks": (self.num_res_blocks, 16), "patch_size": (self.patch_size, 8),
+                  "levels (len(dim_mult))": (len(self.dim_mult), 8), "dim_mult entries": (max(self.dim_mult), 64)}
+        for what, (value, most) in limits.items():
+            if value > most:
+                raise ValueError(f"{what} must be at most {most}, got {value}")
+        if min(self.dim_mult) < 1:
+            raise ValueError(f"dim_mult entries must be positive, got {self.dim_mult}")
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
             raise ValueError(
                 f"temporal_downsample needs {len(self.dim_mult) - 1} entries (one per down-sampling "
@@ -112,8 +122,8 @@ class VAEConfig:
                 f"latents_mean and latents_std need z_dim={self.z_dim} entries, "
                 f"got {len(self.latents_mean)} and {len(self.latents_std)}"
             )
-        if any(s <= 0 for s in self.latents_std):
-            raise ValueError("latents_std entries must be positive")
+        if not all(0 < s < float("inf") for s in self.latents_std) or not all(abs(m) < float("inf") for m in self.latents_mean):
+            raise ValueError("latents_std entries must be positive and finite, latents_mean entries finite")
 
     @property
     def spatial_ratio(self) -> int:

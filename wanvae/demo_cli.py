@@ -10,6 +10,8 @@ MARKER = ".wanvae-demo"
 
 
 def add_parser(sub, common, model, frames) -> None:
+    from wanvae.argtypes import frame_count, size
+
     p = sub.add_parser(
         "demo",
         parents=[common],
@@ -21,8 +23,8 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("input", nargs="?", help="your own video or image (default: a held-out photo with camera motion)")
     p.add_argument("-o", "--out", default="wanvae-demo", help="output folder (default wanvae-demo/, replaced on each run)")
     p.add_argument("--weights", metavar="CKPT", help="a real checkpoint instead of the demo model")
-    p.add_argument("--frames", type=int, default=17, help="clip length, 1 + 4k (default 17)")
-    p.add_argument("--size", default="256x256", help="clip size WxH (default 256x256)")
+    p.add_argument("--frames", type=frame_count, default=17, help="clip length, 1 + 4k (default 17)")
+    p.add_argument("--size", type=size, default=(256, 256), help="clip size WxH (default 256x256)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     p.set_defaults(run=run)
 
@@ -33,12 +35,15 @@ def run(args) -> int:
     import wanvae
     from wanvae import demo, video
     from wanvae.atomic import atomic_dir
-    from wanvae.cli import UsageError, chosen_device, parse_size, say, write_comparison
+    from wanvae.cli import UsageError, chosen_device, say, write_comparison
 
     out = Path(args.out)
     if out.exists() and not (out / MARKER).exists() and not args.overwrite:
         raise UsageError(f"{out}: exists and is not an earlier demo output (pass --overwrite to replace it)")
-    size = parse_size(args.size)
+    for given in (args.input, args.weights):
+        if given and Path(given).resolve().is_relative_to(out.resolve()):
+            raise UsageError(f"{given}: is inside the output folder {out}, which the demo replaces; move it or pick another -o")
+    size = args.size
     device = chosen_device(args)
     if args.weights:
         vae, which = wanvae.load(args.weights, device=device), Path(args.weights).name

@@ -43,11 +43,14 @@ def plan_encode(
     fps: float | None = None,
     frames: int | None = None,
     frame_policy: str = "error",
+    alpha: str = "refuse",
     info: video.VideoInfo | None = None,
 ) -> tuple[video.VideoInfo, video.FramePlan, tuple[int, int]]:
     """Everything about a file's encode that can fail before any decoding: probe, frames, size."""
     if resize not in video.RESIZE_MODES:
         raise video.MediaError(f"--resize must be one of {', '.join(video.RESIZE_MODES)}, got {resize!r}")
+    if alpha not in video.ALPHA_POLICIES:
+        raise video.MediaError(f"--alpha must be one of {', '.join(video.ALPHA_POLICIES)}, got {alpha!r}")
     info = info or video.probe(path)
     plan = video.plan_frames(info, start, fps, frames, frame_policy, vae.config.temporal_ratio)
     out_size = video.target_size(info.width, info.height, size, max_area, vae.config.spatial_ratio)
@@ -65,6 +68,7 @@ def encode_file(
     fps: float | None = None,
     frames: int | None = None,
     frame_policy: str = "error",
+    alpha: str = "refuse",
     tile: TileArg = None,
     sample: bool = False,
     seed: int | None = None,
@@ -82,6 +86,7 @@ def encode_file(
     info, plan, out_size = plan_encode(
         path, vae, size=size, resize=resize, max_area=max_area, start=start, fps=fps, frames=frames, frame_policy=frame_policy
     )
+    resize = video.frame_mode(resize, size, max_area)
     generator = None
     if sample:
         generator = torch.Generator(device=vae.device)
@@ -89,7 +94,7 @@ def encode_file(
     w, h = out_size
     if whole_clip_is_smaller(vae, "encoder", plan.count, h, w):
         clip = torch.empty(1, 3, plan.count, h, w, dtype=vae.dtype, device=vae.device)
-        for i, frame in enumerate(video.read_frames(info, plan, out_size, resize)):
+        for i, frame in enumerate(video.read_frames(info, plan, out_size, resize, alpha)):
             clip[0, :, i] = frame
             if progress and (i + 1) % PUSH_FRAMES == 0:
                 progress(i + 1, 0)
@@ -99,7 +104,7 @@ def encode_file(
         del clip
         done = plan.count
     else:
-        latents, done = _stream_encode(info, plan, out_size, resize, vae, tile, sample, generator, progress)
+        latents, done = _stream_encode(info, plan, out_size, resize, alpha, vae, tile, sample, generator, progress)
     if progress:
         progress(done, latents.shape[2])
     meta = clip_metadata(
@@ -128,10 +133,10 @@ def whole_clip_is_smaller(vae: WanVAE, part: str, frames: int, height: int, widt
     return frames * 3 * height * width * 4 <= vae.stream_state_nbytes(part, height, width)
 
 
-def _stream_encode(info, plan, out_size, resize, vae, tile, sample, generator, progress) -> tuple[Tensor, int]:
+def _stream_encode(info, plan, out_size, resize, alpha, vae, tile, sample, generator, progress) -> tuple[Tensor, int]:
     stream = StreamEncoder(vae, tile=tile, sample=sample, generator=generator)
     outs, batch, done = [], [], 0
-    for frame in video.read_frames(info, plan, out_size, resize):
+    for frame in video.read_frames(info, plan, out_size, resize, alpha):
         batch.append(frame)
         if len(batch) == PUSH_FRAMES:
             outs.append(stream.push(torch.stack(batch, dim=1)[None].to(vae.device)))

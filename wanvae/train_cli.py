@@ -46,6 +46,7 @@ def _clip(text: str) -> tuple[int, int, int]:
 
 
 def add_parser(sub, common, model, frames) -> None:
+    from wanvae.argtypes import float_in, int_in, seed
     from wanvae.cli import parse_size
 
     p = sub.add_parser(
@@ -60,13 +61,13 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--config", default=None, help="preset name (tiny, small, wan2.1, tiny-2.2, small-2.2, wan2.2) or a JSON "
                    "file of VAEConfig fields (default: wan2.1)")
     p.add_argument("--init", metavar="CKPT", help="start from these weights (fine-tuning)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int_in(1, 10**9, "a step count"), default=1000)
+    p.add_argument("--batch", type=int_in(1, 4096, "a batch size"), default=4)
     p.add_argument("--clip", type=_clip, default=(64, 64, 9), metavar="WxHxT", help="training clip size (default 64x64x9)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float_in(0.0, 10.0, "a learning rate", open_low=True), default=1e-3)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--val", metavar="DIR", help="held-out images or videos, checked every --val-every steps")
-    p.add_argument("--val-every", type=int, default=200)
+    p.add_argument("--val-every", type=int_in(1, 10**9, "a step count"), default=200)
     p.add_argument("--val-clip", type=_clip, default=None, metavar="WxHxT", help="validation clip size (default: --clip)")
     p.add_argument("--procedural", type=_share, default=0.15, metavar="P", help="share of procedural scenes (default 0.15)")
     p.add_argument("--dead-leaves", type=_share, default=0.35, metavar="P", help="share of dead-leaves pictures in camera motion (default 0.35)")
@@ -87,7 +88,7 @@ def add_parser(sub, common, model, frames) -> None:
                    "smooth colour field are randomised, brightness kept (default 0; for data short of colour)")
     p.add_argument("--images", type=_share, default=0.0, metavar="P", help="share of steps on single images (batch x T of "
                    "them) instead of clips: trains the path an image's first frame takes (default 0)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop (with a checkpoint) at step N, keeping "
+    p.add_argument("--stop-after", type=int_in(1, 10**9, "a step count"), default=None, metavar="N", help="stop (with a checkpoint) at step N, keeping "
                    "the learning-rate schedule of --steps: one sitting of a longer run")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--bf16", action="store_true", help="forward pass under bfloat16 autocast (weights, loss and "
@@ -128,7 +129,8 @@ def run(args) -> int:
         if size and (size[0] % s or size[1] % s):
             raise UsageError(f"{flag} {size[0]}x{size[1]}x{size[2]}: W and H must be multiples of {s} for this {model_cfg.family} model")
     if not args.resume:
-        check_output(out, args.overwrite)
+        # --init is read before the first checkpoint is written over -o: never the same file.
+        check_output(out, args.overwrite, inputs=(args.init,))
     opts = train_mod.TrainOptions(
         steps=args.steps,
         batch=args.batch,

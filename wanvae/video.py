@@ -202,6 +202,12 @@ def plan_frames(
     return FramePlan(tuple(indices), start, rate, trimmed, padded)
 
 
+def frame_mode(resize: str, size: tuple[int, int] | None, max_area: int | None) -> str:
+    """How frames reach the clip's size: `resize` for a size the user asked for, a pure
+    centre crop for the one wanvae picks (the source cropped to the nearest multiples)."""
+    return resize if size is not None or max_area is not None else "center-crop"
+
+
 def target_size(
     width: int, height: int, size: tuple[int, int] | None = None, max_area: int | None = None, multiple: int = 8
 ) -> tuple[int, int]:
@@ -241,11 +247,21 @@ def target_size(
 
 
 def resize(frame: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    """[3, h, w] float -> [3, H, W]: antialiased bicubic on RGB floats, then crop or pad."""
+    """[3, h, w] float -> [3, H, W]: antialiased bicubic on RGB floats, then crop or pad.
+
+    'center-crop' (what a size wanvae picks itself uses) cuts the centre out with no
+    resampling at all; it is 'crop' when the source is smaller than the size.
+    """
+    src_h, src_w = frame.shape[-2:]
+    if mode == "center-crop":
+        w, h = size
+        if src_w >= w and src_h >= h:
+            top, left = (src_h - h) // 2, (src_w - w) // 2
+            return frame[:, top : top + h, left : left + w].contiguous()
+        mode = "crop"
     if mode not in RESIZE_MODES:
         raise MediaError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
     w, h = size
-    src_h, src_w = frame.shape[-2:]
     if (src_w, src_h) == (w, h):
         return frame
     if mode == "stretch":
@@ -269,7 +285,35 @@ def resize(frame: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     return out
 
 
-def _to_rgb(frame) -> np.ndarray:
+ALPHA_POLICIES = ("refuse", "black", "white")
+
+
+def _composite(frame, rgb: np.ndarray, alpha: str, name: str) -> np.ndarray:
+    """`rgb` of a frame whose format can carry transparency: as it is when every pixel is
+    opaque, else composited on the `alpha` background, or refused ('refuse')."""
+    fmt = frame.format
+    if not (fmt.has_palette or any(c.is_alpha for c in fmt.components)):
+        return rgb
+    a = frame.to_ndarray(format="rgba")[..., 3:]
+    if bool((a == 255).all()):
+        return rgb
+    if alpha == "refuse":
+        raise MediaError(
+            f"{name}: has transparent pixels (an alpha channel); pass --alpha black or --alpha white "
+            "to composite it on that background"
+        )
+    if alpha not in ALPHA_POLICIES:
+        raise MediaError(f"--alpha must be one of {', '.join(ALPHA_POLICIES)}, got {alpha!r}")
+    background = 0.0 if alpha == "black" else 255.0
+    weight = a.astype(np.float32) / 255.0
+    return np.rint(rgb.astype(np.float32) * weight + background * (1.0 - weight)).astype(np.uint8)
+
+
+def _to_rgb(frame, alpha: str = "refuse", name: str = "") -> np.ndarray:
+    return _composite(frame, _to_rgb_opaque(frame), alpha, name)
+
+
+def _to_rgb_opaque(frame) -> np.ndarray:
     fmt = frame.format.name
     if fmt.startswith(("rgb", "bgr", "gbr", "pal", "argb", "abgr", "gray", "ya")):
         return frame.to_ndarray(format="rgb24")
@@ -281,8 +325,14 @@ def _to_rgb(frame) -> np.ndarray:
     return rgb.to_ndarray(format="rgb24")
 
 
-def read_frames(info: VideoInfo, plan: FramePlan, size: tuple[int, int], mode: str = "crop") -> Iterator[Tensor]:
-    """Decode the planned frames in order as [3, H, W] float tensors in [-1, 1]."""
+def read_frames(
+    info: VideoInfo, plan: FramePlan, size: tuple[int, int], mode: str = "crop", alpha: str = "refuse"
+) -> Iterator[Tensor]:
+    """Decode the planned frames in order as [3, H, W] float tensors in [-1, 1].
+
+    Transparent pixels are composited on `alpha` ('black' or 'white'), or refused
+    ('refuse'): never dropped silently.
+    """
     av = _av()
     name = Path(info.path).name
     wanted: dict[int, int] = {}
@@ -308,7 +358,7 @@ def read_frames(info: VideoInfo, plan: FramePlan, size: tuple[int, int], mode: s
                 # Frames repeat when --fps raises the rate; emit in plan order.
                 while emitted < len(order) and order[emitted] == p:
                     if pending is None:
-                        rgb = torch.from_numpy(_to_rgb(frame)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+                        rgb = torch.from_numpy(_to_rgb(frame, alpha, name)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
                         pending = resize(rgb, size, mode)
                     yield pending
                     emitted += 1

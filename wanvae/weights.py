@@ -147,10 +147,13 @@ def diffusers_to_original(key: str, cfg: VAEConfig) -> str:
 KeyFilter = Callable[[str], bool]  # on original keys: which tensors to read, not just shape
 
 
-def _read_safetensors(path: Path, keep: KeyFilter | None = None, diffusers_meta: Mapping[str, str] | None = None) -> tuple[dict[str, Tensor], dict[str, str]]:
+def _read_safetensors(
+    path: Path, keep: KeyFilter | None = None, diffusers_meta: Mapping[str, str] | None = None, verify: bool = False
+) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and metadata; a tensor that `keep` turns down is a shape only (on the meta
-    device), so a half load reads only its half of the file. `diffusers_meta` given, the
-    file's names are diffusers' and `keep` sees their original names."""
+    device), so a half load holds only its half of the file. With `verify`, those are
+    still read one at a time and checked to be finite as they stream by, then dropped.
+    `diffusers_meta` given, the file's names are diffusers' and `keep` sees their original names."""
     from safetensors import safe_open
 
     try:
@@ -165,7 +168,14 @@ def _read_safetensors(path: Path, keep: KeyFilter | None = None, diffusers_meta:
                     cfg = _infer_config_diffusers(shapes, {**metadata, **diffusers_meta})
                     original = {k: diffusers_to_original(k, cfg) for k in names}
                 wanted = {k for k in names if keep(original[k])}
-            tensors = {k: f.get_tensor(k) if k in wanted else _shape_of(f.get_slice(k)) for k in names}
+            tensors = {}
+            for k in names:
+                if k in wanted:
+                    tensors[k] = f.get_tensor(k)
+                else:
+                    if verify:
+                        check_finite(k, f.get_tensor(k), path)
+                    tensors[k] = _shape_of(f.get_slice(k))
     except CheckpointError:
         raise
     except Exception as e:  # safetensors raises its own types for truncated/corrupt files
@@ -173,14 +183,39 @@ def _read_safetensors(path: Path, keep: KeyFilter | None = None, diffusers_meta:
     return tensors, metadata
 
 
+def check_finite(key: str, tensor: Tensor, source: str | os.PathLike) -> None:
+    """Refuse a tensor holding NaN or infinity: a broken file, whichever half is used."""
+    if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise CheckpointError(f"{source}: tensor {key} holds {bad} NaN or infinite value(s) of {tensor.numel()}; the file is broken")
+
+
 def _read_torch(path: Path) -> dict[str, Tensor]:
+    import pickle
+    import warnings
+
+    def read(**kwargs):
+        with warnings.catch_warnings():  # torch's advice and deprecation notes are not ours to print
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True, **kwargs)
+
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        try:
+            obj = read(mmap=True)
+        except pickle.UnpicklingError:
+            raise
+        except Exception:  # mmap needs the zip format; older files are read without it
+            obj = read()
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: holds pickled Python objects{what}, not only tensors; wanvae never unpickles objects "
+            "(a plain state dict or a .safetensors file loads)"
+        ) from None
     except Exception as e:
-        try:  # mmap needs the zip format; older files are read without it
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
@@ -189,11 +224,14 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def read_checkpoint(path: str | os.PathLike, keep: KeyFilter | None = None) -> tuple[dict[str, Tensor], dict[str, str], str]:
+def read_checkpoint(
+    path: str | os.PathLike, keep: KeyFilter | None = None, verify: bool = False
+) -> tuple[dict[str, Tensor], dict[str, str], str]:
     """Tensors in the original key layout, metadata, and the detected format's name.
 
     With `keep`, the tensors it turns down are shapes only (meta tensors): what a half
-    load needs to check the whole file's layout without holding the other half.
+    load needs to check the whole file's layout without holding the other half. With
+    `verify`, those are still checked to be finite as they are read and dropped.
     """
     path = Path(path)
     if not path.exists():
@@ -205,10 +243,10 @@ def read_checkpoint(path: str | os.PathLike, keep: KeyFilter | None = None) -> t
             raise CheckpointError(f"{path}: a directory, but it has no {DIFFUSERS_WEIGHTS} (a diffusers AutoencoderKLWan folder)")
         config_file = path / "config.json"
         extra = {"diffusers_config": config_file.read_text()} if config_file.exists() else {}
-        tensors, metadata = _read_safetensors(weights, keep, extra)
+        tensors, metadata = _read_safetensors(weights, keep, extra, verify)
         metadata = {**metadata, **extra}
     elif path.suffix == ".safetensors":
-        tensors, metadata = _read_safetensors(path, keep, {} if keep is not None and _has_diffusers_names(path) else None)
+        tensors, metadata = _read_safetensors(path, keep, {} if keep is not None and _has_diffusers_names(path) else None, verify)
     elif path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
         tensors = _read_torch(path)
     else:
@@ -399,7 +437,7 @@ def load(
         keep = lambda key: key.startswith(prefixes)  # noqa: E731
     if isinstance(path, torch.nn.Module):
         return _load_module(path, device, dtype, parts, keep)
-    tensors, metadata, _ = read_checkpoint(path, keep)
+    tensors, metadata, _ = read_checkpoint(path, keep, verify=True)
     try:
         cfg = infer_config(tensors, metadata)
     except (KeyError, ValueError, UnboundLocalError, IndexError, ZeroDivisionError) as e:
@@ -437,7 +475,10 @@ def _build(
         if config_said:
             raise  # the file says what it is: what differs from that is the news
         raise CheckpointError(f"{source}: {fit_report(tensors)}") from e
+    for key, tensor in tensors.items():  # the unused half too (a .pth maps it in; safetensors checked it as it streamed)
+        check_finite(key, tensor, source)
     tensors = {k: v for k, v in tensors.items() if keep is None or keep(k)}
+    _check_room(tensors, dtype, device, source)
     with torch.device("meta"):
         vae = WanVAE(cfg, parts=parts)
     # assign: the model takes the tensors read (or mapped) from the file instead of
@@ -445,6 +486,24 @@ def _build(
     load_state_dict_strict(vae, tensors, source=source, assign=True)
     vae.materialize_latent_stats()
     return vae.to(device=device, dtype=dtype).eval()
+
+
+def _check_room(tensors: Mapping[str, Tensor], dtype: torch.dtype, device, source: str) -> None:
+    """Refuse, before allocating, a model the machine has no memory for."""
+    from .tiling import available_memory
+
+    device = torch.device(device)
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        return  # the move to the device says what is wrong with it
+    needed = sum(t.numel() for t in tensors.values()) * torch.empty((), dtype=dtype).element_size()
+    # Tensors already read in the target dtype on the CPU are taken as they are (assign).
+    held = sum(t.numel() * t.element_size() for t in tensors.values() if not t.is_meta and t.dtype == dtype) if device.type == "cpu" else 0
+    free = available_memory(device)
+    if needed - held > free:
+        raise CheckpointError(
+            f"{source}: the model needs {needed / 2**30:.1f} GiB as {str(dtype).removeprefix('torch.')} on {device}, "
+            f"and {free / 2**30:.1f} GiB is free"
+        )
 
 
 def describe(path: str | os.PathLike) -> dict:

@@ -6,6 +6,7 @@ the same output names, which is what lets a rerun recognise finished work.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -15,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .. import video
+from .. import argtypes, video
 from ..clips import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 MODES = ("head", "uniform", "slide", "full")
@@ -32,6 +33,10 @@ class Source:
     fps: float | None = None
     size: tuple[int, int] | None = None
     caption: str = ""
+    # The how-many-th earlier row with the same `rel` (0 for the first): rows that repeat a
+    # source each get their own clips, outputs and index rows.
+    occurrence: int = 0
+    error: str = ""  # a manifest row that could not be read: it fails alone, the run goes on
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class CacheOptions:
     size: tuple[int, int] | None = None
     buckets: tuple[tuple[int, int], ...] = ()
     resize: str = "crop"
+    alpha: str = "refuse"  # transparent pixels: refuse the clip, or composite on black / white
     # The VAE's spatial factor (8 for Wan 2.1, 16 for Wan 2.2): sizes and buckets must be
     # multiples of it; `run_cache` sets it from the checkpoint.
     multiple: int = 8
@@ -80,18 +86,25 @@ class Job:
     size: tuple[int, int]
     caption: str = ""
     indices: tuple[int, ...] = field(default=(), compare=False, repr=False)  # source frames
+    occurrence: int = 0  # the source's Source.occurrence
+    crop_only: bool = False  # the size is the one picked for the source: centre-cropped, never resampled
 
     @property
     def output_name(self) -> str:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.rel).stem)[:60] or "clip"
         digest = hashlib.sha1(self.rel.encode()).hexdigest()[:8]
         rate = f"-{self.fps:g}fps" if self.fps else ""
-        return f"{stem}-{digest}-f{self.start_index:06d}-n{self.frames}-{self.size[0]}x{self.size[1]}{rate}.safetensors"
+        again = f"-row{self.occurrence + 1}" if self.occurrence else ""  # first rows keep the names they always had
+        return f"{stem}-{digest}-f{self.start_index:06d}-n{self.frames}-{self.size[0]}x{self.size[1]}{rate}{again}.safetensors"
 
     def key(self, checkpoint_sha256: str, dtype: str, resize: str, source_stamp: str) -> str:
         """Everything the output depends on; a rerun redoes a clip whose key changed."""
         parts = dict(rel=self.rel, start=self.start_index, frames=self.frames, fps=self.fps, size=list(self.size),
                      resize=resize, checkpoint=checkpoint_sha256, dtype=dtype, source=source_stamp)
+        if self.occurrence:
+            parts.update(occurrence=self.occurrence, caption=self.caption)
+        if self.crop_only:
+            parts.update(crop_only=True)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     def row(self) -> dict:
@@ -120,41 +133,65 @@ def find_sources(source: str | os.PathLike) -> list[Source]:
         if not found:
             raise ValueError(f"{source}: no videos or images found")
         return found
+    # (line or row number, the row's fields or why it could not be read)
+    rows: list[tuple[int, dict | str]] = []
     if source.suffix.lower() == ".csv":
-        with open(source, newline="") as f:
-            rows = list(csv.DictReader(f))
+        try:
+            with open(source, newline="") as f:
+                rows = [(n, dict(row)) for n, row in enumerate(csv.DictReader(f), 2)]  # line 1 is the header
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise ValueError(f"{source}: not a readable CSV manifest ({e})") from None
     elif source.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for n, line in enumerate(source.read_text().splitlines(), 1):
+        for n, line in enumerate(source.read_text(errors="replace").splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append((n, json.loads(line)))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{source}:{n}: not a JSON object ({e.msg})") from None
+                    rows.append((n, f"not a JSON object ({e.msg})"))
     else:
         raise ValueError(f"{source}: a source is a folder or a .csv / .jsonl manifest")
-    out = []
-    for n, row in enumerate(rows, 1):
-        if not row.get("path"):
-            raise ValueError(f"{source}: row {n} has no 'path'")
-        path = Path(row["path"])
-        full = path if path.is_absolute() else source.parent / path
-        size = row.get("size") or None
-        if isinstance(size, str):
-            w, h = (int(v) for v in size.lower().split("x"))
-            size = (w, h)
-        out.append(
-            Source(
-                str(full),
-                str(row["path"]),
-                start=float(row["start"]) if row.get("start") not in (None, "") else None,
-                frames=int(row["frames"]) if row.get("frames") not in (None, "") else None,
-                fps=float(row["fps"]) if row.get("fps") not in (None, "") else None,
-                size=tuple(size) if size else None,
-                caption=str(row.get("caption") or ""),
-            )
-        )
+    out, seen = [], {}
+    for n, row in rows:
+        try:
+            if isinstance(row, str):
+                raise ValueError(row)
+            src = _row_source(row, source.parent)
+        except (ValueError, TypeError) as e:
+            # Named by its line in the manifest, so the index says which row to fix.
+            out.append(Source("", f"{source.name}:{n}", error=f"manifest line {n}: {e}"))
+            continue
+        occurrence = seen.get(src.rel, 0)
+        seen[src.rel] = occurrence + 1
+        out.append(replace(src, occurrence=occurrence))
     return out
+
+
+def _row_source(row, base: Path) -> Source:
+    """A manifest row as a Source; ValueError naming the bad field (the same checks as the CLI's)."""
+    if not isinstance(row, dict):
+        raise ValueError(f"expected an object with a 'path', got {type(row).__name__}")
+    if not row.get("path") or not isinstance(row["path"], str):
+        raise ValueError("no 'path'")
+    path = Path(row["path"])
+
+    def field_of(name: str, parse):
+        value = row.get(name)
+        if value in (None, ""):
+            return None
+        try:
+            return parse(str(value))
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{name}: {e}") from None
+
+    return Source(
+        str(path if path.is_absolute() else base / path),
+        row["path"],
+        start=field_of("start", argtypes.seconds),
+        frames=field_of("frames", argtypes.frame_count),
+        fps=field_of("fps", argtypes.frame_rate),
+        size=field_of("size", argtypes.size),
+        caption=str(row.get("caption") or ""),
+    )
 
 
 def nearest_bucket(width: int, height: int, buckets: tuple[tuple[int, int], ...]) -> tuple[int, int]:
@@ -180,6 +217,7 @@ def plan_source(src: Source, opts: CacheOptions) -> list[Job]:
         size = nearest_bucket(info.width, info.height, opts.buckets)
     else:
         size = video.target_size(info.width, info.height, opts.size, multiple=opts.multiple)
+    crop_only = not (src.size or opts.buckets or opts.size)
     m = len(available)
     if opts.mode == "full":
         frames = 1 + 4 * ((m - 1) // 4)
@@ -199,7 +237,7 @@ def plan_source(src: Source, opts: CacheOptions) -> list[Job]:
         return start + s / fps if fps is not None else info.seconds(available[s])
 
     return [
-        Job(src.path, src.rel, s, round(seconds(s), 6), frames, fps, size, src.caption, tuple(available[s : s + frames]))
+        Job(src.path, src.rel, s, round(seconds(s), 6), frames, fps, size, src.caption, tuple(available[s : s + frames]), src.occurrence, crop_only)
         for s in starts
     ]
 

@@ -75,7 +75,7 @@ def _drive(ray, run: CacheRun, sources, weights, *, workers, tile, device, dtype
     for src, jobs, error in ray.get([plan_task.remote(s, run.opts) for s in sources]):
         todo.extend(run.planned(src, jobs, error))
     prefetch = max(2, 2 * len(actors))
-    loading = [load_task.remote(job, run.opts.resize) for job in todo[:prefetch]]
+    loading = [load_task.remote(job, run.opts.resize, run.opts.alpha) for job in todo[:prefetch]]
     queued = prefetch
     encoding: dict = {}
     turn = 0
@@ -92,5 +92,5 @@ def _drive(ray, run: CacheRun, sources, weights, *, workers, tile, device, dtype
         # Hand the decoded clip's object reference straight to an actor: no trip through here.
         encoding[actor.encode.remote(ref)] = True
         if queued < len(todo):
-            loading.append(load_task.remote(todo[queued], run.opts.resize))
+            loading.append(load_task.remote(todo[queued], run.opts.resize, run.opts.alpha))
             queued += 1

@@ -52,10 +52,14 @@ def _die_with_parent() -> None:
 
 def init_worker() -> None:
     _die_with_parent()
+    # The driver handles Ctrl-C for the whole run (and ends the workers): no worker traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # decoding and resizing; the cores are the encoder's
 
 
 def plan_one(src: Source, opts: CacheOptions) -> tuple[Source, list[Job] | None, str]:
+    if src.error:
+        return src, None, src.error
     try:
         return src, plan_source(src, opts), ""
     except Exception as e:  # noqa: BLE001 - a bad input is recorded and the run goes on
@@ -68,12 +72,12 @@ def _source_facts(path: str, stamp: str) -> tuple[str, tuple[int, int]]:
     return sha256_file(path), (info.width, info.height)
 
 
-def load_clip(job: Job, resize: str) -> tuple[Job, torch.Tensor | None, dict, str]:
+def load_clip(job: Job, resize: str, alpha: str = "refuse") -> tuple[Job, torch.Tensor | None, dict, str]:
     """Decode one clip's frames: [3, T, H, W] in [-1, 1], plus facts for the metadata."""
     try:
         info = video.probe(job.source)
         plan = video.FramePlan(job.indices, job.start, job.fps or info.fps)
-        frames = torch.stack(list(video.read_frames(info, plan, job.size, resize)), dim=1)
+        frames = torch.stack(list(video.read_frames(info, plan, job.size, "center-crop" if job.crop_only else resize, alpha)), dim=1)
         digest, source_size = _source_facts(job.source, source_stamp(job.source))
         return job, frames, {"sha256": digest, "source_size": source_size, "fps": plan.fps}, ""
     except Exception as e:  # noqa: BLE001
@@ -97,7 +101,9 @@ class CacheRun:
             remove_leftovers(self.out, suffix)
 
     def job_key(self, job: Job) -> str:
-        return job.key(self.checkpoint_sha256, str(self.dtype), self.opts.resize, source_stamp(job.source))
+        # Compositing changes the pixels, so it is part of what the output depends on.
+        resize = self.opts.resize if self.opts.alpha == "refuse" else f"{self.opts.resize}+alpha-{self.opts.alpha}"
+        return job.key(self.checkpoint_sha256, str(self.dtype), resize, source_stamp(job.source))
 
     def is_done(self, job: Job) -> dict | None:
         """The metadata of a valid, current output for `job`, or None (missing, partial, stale)."""
@@ -118,7 +124,7 @@ class CacheRun:
         """Record a source's planning result; return its clips still to do."""
         if jobs is None:
             self.summary.failed.append((src.rel, error))
-            self.index.put(f"{src.rel}\0plan", failed_source_row(src.rel, error, src.caption))
+            self.index.put(f"{src.rel}\0plan\0{src.occurrence}", failed_source_row(src.rel, error, src.caption))
             self._tick()
             return []
         todo = []
@@ -140,7 +146,7 @@ class CacheRun:
         else:
             meta = clip_metadata(
                 source=Path(job.source).name, source_sha256=facts["sha256"], start=job.start, frames=job.frames,
-                fps=facts["fps"], source_size=facts["source_size"], size=job.size, resize=self.opts.resize,
+                fps=facts["fps"], source_size=facts["source_size"], size=job.size, resize="center-crop" if job.crop_only else self.opts.resize,
                 frame_policy="error", trimmed=0, padded=0, checkpoint_sha256=self.checkpoint_sha256,
                 dtype=self.dtype, sample=False, seed=None, latent_shape=latents.shape[1:],
             )
