@@ -78,6 +78,10 @@ def test_the_adapter_is_a_diffusers_model_with_diffusers_config(family):
     assert ours.config.scale_factor_temporal == 4
     assert ours.temperal_downsample == list(ref.temperal_downsample)  # WanVideoToVideoPipeline reads it
     assert ours.dtype == torch.float32 and ours.device == torch.device("cpu")
+    import copy
+
+    moved = wanvae.for_diffusers(copy.deepcopy(vae)).to("cpu", torch.float64)  # what DiffusionPipeline.to does
+    assert moved.dtype == torch.float64 and moved.wan.part_dtype("encoder") == torch.float64
 
 
 def test_importing_wanvae_does_not_import_diffusers():

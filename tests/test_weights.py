@@ -196,3 +196,14 @@ def test_a_half_load_still_refuses_an_incomplete_checkpoint(tmp_path, tiny_vae):
     save_file(state, str(tmp_path / "cut.safetensors"), metadata={"wanvae_config": TINY.to_json()})
     with pytest.raises(CheckpointError, match="missing: decoder.head"):
         wanvae.load(tmp_path / "cut.safetensors", parts="encoder")
+
+
+def test_a_model_too_big_for_free_memory_is_refused_before_allocation():
+    from wanvae.tiling import available_memory
+    from wanvae.weights import _check_room
+
+    free = available_memory(torch.device("cpu"))
+    shapes = {"w": torch.empty(free // 4 + 2**28, device="meta")}  # more fp32 numbers than fit
+    with pytest.raises(CheckpointError, match=r"needs .* GiB as float32 on cpu, and .* GiB is free"):
+        _check_room(shapes, torch.float32, "cpu", "big.safetensors")
+    _check_room({"w": torch.empty(1000, device="meta")}, torch.float32, "cpu", "small.safetensors")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import signal
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 
 import torch
 import torch.multiprocessing as mp
@@ -39,6 +40,7 @@ def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dt
         # Ctrl-C, SIGTERM or a crash: end the workers now. A graceful shutdown can wait
         # forever on a queue lock that a dying worker held; a killed worker holds nothing
         # we need, since workers write nothing (every output is written here, atomically).
+        _quiet_pool_thread()
         for process in list(getattr(pool, "_processes", {}).values()):
             process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -50,19 +52,36 @@ def _start_workers(workers: int) -> ProcessPoolExecutor:
     """spawn: no forked copy of this process's threads or model; tensors come back through
     shared memory (torch.multiprocessing), not pickled copies.
 
-    The workers ignore SIGINT, so a Ctrl-C (sent to the whole process group) reaches only
-    this process, which ends them; SIGINT is ignored here while they start, since an
-    ignored signal stays ignored across exec and Python then leaves it so in the child,
-    even before `init_worker` runs.
+    The workers never take SIGINT, so a Ctrl-C (sent to the whole process group) reaches
+    only this process, which ends them. SIGINT is blocked here while they are launched: a
+    blocked signal stays blocked across exec, so a worker is deaf to it even before
+    `init_worker` ignores it, while one sent to this process in that moment waits, and is
+    raised as soon as the launch is done (ignoring it instead would lose a Ctrl-C).
     """
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
-        # Start every worker now, under the ignored SIGINT (the executor starts them lazily).
-        list(pool.map(_nothing, range(workers)))
+        # The executor launches a worker per task while none is idle: launch them all now,
+        # under the mask, without waiting for them to boot.
+        for _ in range(workers):
+            pool.submit(_nothing, 0)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return pool
+
+
+def _quiet_pool_thread() -> None:
+    """The executor's manager thread, finding its workers killed, sets an error on every
+    pending future, and raises (a traceback on the way out) on those already cancelled
+    (`Executor.map` cancels its futures when interrupted). That error is expected here."""
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if args.exc_type is not None and issubclass(args.exc_type, InvalidStateError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
 
 
 def _nothing(_: int) -> None:
