@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from concurrent.futures import InvalidStateError, ProcessPoolExecutor
@@ -16,8 +17,9 @@ from .run import CacheRun, init_worker, load_clip, plan_one
 def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype) -> None:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     vae = load(weights, device=device, dtype=dtype, parts="encoder")
-    pool = _start_workers(max(1, workers))
+    pool = None
     try:
+        pool = _start_workers(max(1, workers))  # kills what it started if interrupted itself
         todo = []
         for src, jobs, error in pool.map(_plan, [(s, run.opts) for s in sources]):
             todo.extend(run.planned(src, jobs, error))
@@ -36,14 +38,9 @@ def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dt
                 except Exception as e:  # noqa: BLE001 - recorded, the run goes on
                     error = str(e).splitlines()[0]
             run.finish(job, latents, facts, error)
-    except BaseException:
-        # Ctrl-C, SIGTERM or a crash: end the workers now. A graceful shutdown can wait
-        # forever on a queue lock that a dying worker held; a killed worker holds nothing
-        # we need, since workers write nothing (every output is written here, atomically).
-        _quiet_pool_thread()
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # Ctrl-C, SIGTERM or a crash
+        if pool is not None:
+            _kill(pool)
         raise
     pool.shutdown(wait=True)
 
@@ -59,15 +56,40 @@ def _start_workers(workers: int) -> ProcessPoolExecutor:
     raised as soon as the launch is done (ignoring it instead would lose a Ctrl-C).
     """
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # Workers report every failure as a value (the index records it); their stderr goes to
+    # /dev/null, so a worker killed mid-way can print nothing half-done to the terminal.
+    saved_stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    pool = None
     try:
+        os.dup2(devnull, 2)
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
         # The executor launches a worker per task while none is idle: launch them all now,
         # under the mask, without waiting for them to boot.
         for _ in range(workers):
             pool.submit(_nothing, 0)
-    finally:
+        os.dup2(saved_stderr, 2)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C that came meanwhile is raised here
+    except BaseException:
+        os.dup2(saved_stderr, 2)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if pool is not None:
+            _kill(pool)
+        raise
+    finally:
+        os.close(saved_stderr)
+        os.close(devnull)
     return pool
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """End the workers now. A graceful shutdown can wait forever on a queue lock that a
+    dying worker held; a killed worker holds nothing we need, since workers write nothing
+    (every output is written by the driver, atomically)."""
+    _quiet_pool_thread()
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _quiet_pool_thread() -> None:
