@@ -28,7 +28,7 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import Tensor
 
-from .config import PUBLISHED_STATS, VAEConfig
+from .config import PUBLISHED_STATS
 from .model import WanVAE
 from .weights import _config_from_diffusers_json, diffusers_config, original_to_diffusers
 
@@ -158,8 +158,7 @@ class WanVAEForDiffusers(ModelMixin, ConfigMixin):
         diffusers' own class reads too; a pipeline's `save_pretrained` lands here."""
         from .weights import save
 
-        unsupported = {k: v for k, v in kwargs.items() if k == "push_to_hub" and v}
-        if unsupported:
+        if kwargs.get("push_to_hub"):
             raise ValueError("WanVAEForDiffusers.save_pretrained writes a local folder only; push it with huggingface_hub")
         save(self.wan, Path(save_directory), format="diffusers")
 
@@ -219,7 +218,3 @@ def to_autoencoder_kl_wan(vae: WanVAE):
     ref.load_state_dict({original_to_diffusers(k, vae.config): v for k, v in vae.state_dict().items()}, strict=True, assign=True)
     return ref.to(vae.device).eval()
 
-
-def config_of(autoencoder) -> VAEConfig:
-    """The `VAEConfig` of a diffusers `AutoencoderKLWan` (or of our adapter)."""
-    return _config_from_diffusers_json(dict(autoencoder.config))
