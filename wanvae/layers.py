@@ -9,13 +9,14 @@ Every block's forward takes `(x, ctx)`: `x` is [B, C, T, H, W] and `ctx` the ste
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .causal import StepContext, constant_tail, prepend_history, roll_history, tail_key
+from .kernels import EAGER, REDUCED, Kernels, gain, inverse_norm, norm_input, rms_norm
+from .routes import onednn_routes
 
 
 _MKLDNN_CONV = getattr(torch, "mkldnn_convolution", None)
@@ -39,9 +40,6 @@ def _blocked_is_faster(x: Tensor) -> bool:
     return c >= 1024 or (c >= 512 and hw <= 64 * 64)
 
 
-_REDUCED = (torch.float16, torch.bfloat16)
-
-
 def to_layout(x: Tensor) -> Tensor:
     """Activations live channels-last ([B, C, T, H, W] stored as B, T, H, W, C): oneDNN's
     native layout, so convs skip their reorders (507 vs 291 GFLOP/s for a 96-channel 3x3x3
@@ -54,9 +52,11 @@ def conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1), pad
 
     PyTorch's own dispatch sends convs with a small B*C*T*H (few channels: the RGB input
     conv, narrow configs, thin tiles) to its naive `slow_conv3d`, 5-15x slower here.
+    `routes.generic_path()` turns this off (and torch.compile never traces it).
     """
     if (
         _MKLDNN_CONV is not None
+        and onednn_routes()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
@@ -99,14 +99,14 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
         super().__init__(in_dim, out_dim, kernel, padding=(0, spatial_pad, spatial_pad))
         self.lookback = kernel[0] - 1
 
-    def forward(self, x: Tensor, ctx: StepContext, pre: Callable[..., Tensor] | None = None) -> Tensor:  # [B, C, T, H, W]
-        """The conv of `pre(x)` (`pre`: an elementwise op such as a fused norm and SiLU).
+    def forward(self, x: Tensor, ctx: StepContext, pre: RMSNorm | None = None, overwrite: bool = False) -> Tensor:  # [B, C, T, H, W]
+        """The conv of SiLU(pre(x)) (`pre`: the norm before it; `overwrite`: x may hold its output).
 
         Given `pre`, the conv's input is built in one buffer where it can: the look-back
         frames, then `pre` writing its output right after them, instead of `pre` making a
         tensor that a concatenation then copies (a full-size copy per conv: the
         concatenations were 5% of an encode's profile, though the wall-clock gain on its
-        own was within run-to-run noise).
+        own was within run-to-run noise). Compiled kernels write that buffer themselves.
         """
         tail = ctx.history(tail_key(self.state_key))  # read always: valid only for the next step
         if pre is not None:
@@ -114,8 +114,8 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
                 self.lookback and ctx.seams is None and not ctx.skip_constant and not torch.is_grad_enabled()
                 and (x.shape[2] > 1 or ctx.has_history(self.state_key))  # else the 2D first-frame conv below
             ):
-                return self._conv_with_lead(x, ctx.history(self.state_key), ctx, pre)
-            x = pre(x)
+                return self._conv_with_lead(x, ctx.history(self.state_key), ctx, pre, overwrite)
+            x = pre.silu(x, overwrite=overwrite)
         pad = self.padding[1]
         padding = self.padding
         if pad and ctx.seams is not None:
@@ -138,16 +138,23 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
             return conv_constant_tail(conv, x, t, 1, self.lookback + 1, tail, ctx, tail_key(self.state_key))
         return conv(x)
 
-    def _conv_with_lead(self, x: Tensor, history: Tensor | None, ctx: StepContext, pre: Callable[..., Tensor]) -> Tensor:
+    def _conv_with_lead(self, x: Tensor, history: Tensor | None, ctx: StepContext, pre: RMSNorm, overwrite: bool) -> Tensor:
         b, c, t, h, w = x.shape
         lead, have = self.lookback, 0 if history is None else history.shape[2]
+        if pre.kernels.compiled or torch.compiler.is_compiling():  # functional code traces whole
+            x = to_layout(x)
+            buf = pre.kernels.lead_norm_silu(to_layout(prepend_history(x[:, :, :0], history, lead)), x, gain(pre.gamma))
+            del history
+            if ctx.record:
+                ctx.keep(self.state_key, buf[:, :, -lead:].clone())
+            return conv3d(buf, self.weight, self.bias, padding=self.padding)
         buf = torch.empty(b, c, lead + t, h, w, dtype=x.dtype, device=x.device, memory_format=CHANNELS_LAST)
         if have < lead:
             buf[:, :, : lead - have].zero_()  # frames before the stream's start
         if have:
             buf[:, :, lead - have : lead] = history
         del history
-        pre(x, out=buf[:, :, lead:])
+        pre.silu(x, overwrite=overwrite, out=buf[:, :, lead:])
         if ctx.record:
             ctx.keep(self.state_key, buf[:, :, -lead:].clone())
         return conv3d(buf, self.weight, self.bias, padding=self.padding)
@@ -157,17 +164,18 @@ class RMSNorm(nn.Module):
     """L2-normalise over channels, times sqrt(C) and a learned per-channel gain.
 
     `gamma` is [C, 1, 1, 1] for 5-D input and [C, 1, 1] for the attention's per-frame
-    4-D input, as in the checkpoint.
+    4-D input, as in the checkpoint. fp16 and bf16 inputs are normalised in fp32.
     """
+
+    # The functions the math runs through; `WanVAE.compile` swaps in compiled ones.
+    kernels: Kernels = EAGER
 
     def __init__(self, dim: int, images: bool = False) -> None:
         super().__init__()
-        self.scale = dim**0.5
         self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float() if x.dtype in _REDUCED else x
-        return (xf * self._inverse_norm(xf)).to(x.dtype) * self.gamma
+        return rms_norm(x, self.gamma)
 
     def silu(self, x: Tensor, overwrite: bool = False, out: Tensor | None = None) -> Tensor:
         """SiLU(norm(x)), in place on one fresh tensor when no graph is recorded.
@@ -176,30 +184,25 @@ class RMSNorm(nn.Module):
         allocation and in-place passes saves two full-size tensors and their memory
         traffic per call (the unfused ops were about a fifth of encode time). With
         `overwrite`, `x` itself (which the caller no longer needs) holds the result;
-        with `out`, that tensor (a conv's input buffer) does.
+        with `out`, that tensor (a conv's input buffer) does. Compiled kernels fuse
+        it all themselves.
         """
-        if torch.is_grad_enabled():
-            y = F.silu(self(x))
+        if torch.is_grad_enabled() or self.kernels.compiled or torch.compiler.is_compiling():
+            # One layout in, so a compiled graph is not recompiled for each layout it meets.
+            y = self.kernels.norm_silu(to_layout(x) if self.kernels.compiled else x, gain(self.gamma))
             return y if out is None else out.copy_(y)
-        if x.dtype in _REDUCED:
-            xf = x.float()
-            y = (xf * self._inverse_norm(xf)).to(x.dtype)
+        if x.dtype in REDUCED:
+            xf = norm_input(x)
+            y = (xf * inverse_norm(xf)).to(x.dtype)
             if out is not None:
                 y = out.copy_(y)
         else:
-            inv = self._inverse_norm(x)
+            inv = inverse_norm(x)
             if out is not None:
                 y = torch.mul(x, inv, out=out)
             else:
                 y = x.mul_(inv) if overwrite else x * inv
         return F.silu(y.mul_(self.gamma), inplace=True)
-
-    def _inverse_norm(self, xf: Tensor) -> Tensor:  # [B, 1, ...]
-        # Reduced precision normalises in fp32, as the reference does. F.normalize's
-        # x / max(|x|, 1e-12); with channels contiguous (channels-last) vector_norm is
-        # a fast reduction, 3x less time than squaring into a temporary.
-        inv = torch.linalg.vector_norm(xf, 2, dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
-        return inv.mul_(self.scale) if not inv.requires_grad else inv * self.scale
 
 
 class ResidualBlock(StatefulLayer):
@@ -222,13 +225,13 @@ class ResidualBlock(StatefulLayer):
         h = self.shortcut(x)
         if ctx.seams is not None:  # on a tile the two convs lag by one position each
             h = ctx.seams.delay(h, ctx.tile, self.state_key + ".shortcut", lag=2)
-        y = conv1(x, ctx, pre=norm1.silu)
+        y = conv1(x, ctx, pre=norm1)
         # conv1's output is needed only here: normalised in place where no buffer takes
         # it, and gone before conv2 allocates (one full-size tensor fewer at the peak).
         if drop.p and drop.training:
             y = conv2(drop(norm2.silu(y, overwrite=True)), ctx)
         else:
-            y = conv2(y, ctx, pre=partial(norm2.silu, overwrite=True))
+            y = conv2(y, ctx, pre=norm2, overwrite=True)
         return y.add_(h)
 
 
@@ -251,15 +254,10 @@ class AttentionBlock(nn.Module):
         return out.view(b, t, c, h, w).transpose(1, 2) + x
 
     def _attend(self, x: Tensor) -> Tensor:  # [N, C, H, W]
-        n, c, h, w = x.shape
-        # [N, 1, H*W, 3C] with channels contiguous: a view when the conv gave channels-last.
-        qkv = self.to_qkv(self.norm(x)).permute(0, 2, 3, 1).reshape(n, 1, h * w, 3 * c).contiguous()
-        q, k, v = qkv.chunk(3, dim=-1)  # each [N, 1, H*W, C], in the reference's q, k, v order
-        # SDPA's fused (flash) kernels work in blocks, so the (HW x HW) matrix never exists;
-        # they need the last dim contiguous, or SDPA silently falls back to materialising it
-        # (1.9 GB for one 720p frame).
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.view(n, h, w, c).permute(0, 3, 1, 2))
+        if self.norm.kernels.compiled:
+            x = x.contiguous(memory_format=torch.channels_last)
+        weights = (self.norm.gamma, self.to_qkv.weight, self.to_qkv.bias, self.proj.weight, self.proj.bias)
+        return self.norm.kernels.attend(x, *map(gain, weights))
 
 
 def conv_constant_tail(

@@ -16,6 +16,7 @@ from . import checks, tiling
 from .causal import CausalState, StepContext
 from .config import VAEConfig
 from .heap import reuse_heap
+from .kernels import EAGER, compiled_kernels
 from .tiling import TileArg
 from .layers import (
     AttentionBlock,
@@ -86,7 +87,7 @@ class Encoder3d(nn.Module):
         x = to_layout(x)
         for layer in self.middle:
             x = layer(x, ctx)
-        return self.head[2](x, ctx, pre=self.head[0].silu)
+        return self.head[2](x, ctx, pre=self.head[0])
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.mid_head(self.down(x, ctx), ctx)
@@ -139,7 +140,7 @@ class Decoder3d(nn.Module):
         x = to_layout(x)
         for layer in self.upsamples:
             x = layer(x, ctx)
-        return unpatchify(self.head[2](x, ctx, pre=self.head[0].silu), self.patch_size)
+        return unpatchify(self.head[2](x, ctx, pre=self.head[0]), self.patch_size)
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.up(self.mid(x, ctx), ctx)
@@ -221,6 +222,26 @@ class WanVAE(nn.Module):
         getattr(self, part).to(dtype)
         (self.conv1 if part == "encoder" else self.conv2).to(dtype)
         return self
+
+    def compile(self, **options) -> WanVAE:
+        """Run the layers' tensor math through `torch.compile(**options)`; returns self.
+
+        What is compiled are the pure functions of `kernels` (norm and SiLU fused into a
+        causal conv's input, and the per-frame attention), so whole-clip calls, tiled
+        calls and streams all run compiled, with the convs between them left on their
+        vendor libraries. `options` go to torch.compile (`mode="max-autotune-no-cudagraphs"`,
+        `backend`, `dynamic`). `compile(disable=True)` goes back to eager. Off by default:
+        on the CPU our eager path is the faster (bench/compile.py measures both).
+        """
+        kernels = EAGER if options.pop("disable", False) else compiled_kernels(**options)
+        for module in self.modules():
+            if isinstance(module, RMSNorm):
+                module.kernels = kernels
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        return any(m.kernels.compiled for m in self.modules() if isinstance(m, RMSNorm))
 
     def part_dtype(self, part: str) -> torch.dtype:
         """The dtype `part` ('encoder' or 'decoder') computes in: its weights' dtype, which
@@ -333,7 +354,7 @@ class WanVAE(nn.Module):
         return 48 * max(self.config.encoder_width, self.config.decoder_width) * self.latents_mean.element_size()
 
     def _grid(self, tile: TileArg, height: int, width: int, part: str = "encoder") -> tiling.TileGrid | None:
-        tile_px = tiling.parse_tile(tile, height, width, self._bytes_per_pixel())
+        tile_px = tiling.parse_tile(tile, height, width, self._bytes_per_pixel(), self.device)
         if tile_px is None:
             return None
         if self.config.attn_scales:
