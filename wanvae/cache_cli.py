@@ -69,7 +69,8 @@ def run(args) -> int:
 
     summary = run_cache(
         args.source, out, weights, opts, engine=args.engine, workers=args.workers, tile=args.tile, device=chosen_device(args),
-        dtype=getattr(torch, DTYPES[args.dtype]), progress=progress, ray_address=args.ray_address,
+        dtype=getattr(torch, DTYPES[args.encoder_dtype or args.dtype]), progress=progress, ray_address=args.ray_address,
+        compile=args.compile,
     )
     bar.close()
     if not args.quiet:

@@ -78,9 +78,16 @@ def load_model(args, parts: str = "all"):
     import wanvae
 
     path = resolve_weights(args)
-    dtype = getattr(torch, DTYPES[args.dtype])
+    def dtype_of(name: str | None):
+        return None if name is None else getattr(torch, DTYPES[name])
+
     device = chosen_device(args)
-    vae = wanvae.load(path, device=device, dtype=dtype, parts=parts)
+    vae = wanvae.load(
+        path, device=device, dtype=dtype_of(args.dtype), parts=parts,
+        encoder_dtype=dtype_of(args.encoder_dtype), decoder_dtype=dtype_of(args.decoder_dtype),
+    )
+    if args.compile:
+        vae.compile()
     return vae, path
 
 
@@ -356,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--weights", metavar="CKPT", help="checkpoint: Wan2.1_VAE.pth, .safetensors or a diffusers folder (default: $WANVAE_WEIGHTS)")
     model.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     model.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute precision (default float32; on a CPU, bf16 is about 2x faster where it has AVX512-BF16 or AMX and far slower where it has not)")
+    model.add_argument("--encoder-dtype", choices=sorted(DTYPES), help="the encoder's precision, if not --dtype (bf16 encoding costs more quality than bf16 decoding)")
+    model.add_argument("--decoder-dtype", choices=sorted(DTYPES), help="the decoder's precision, if not --dtype")
+    model.add_argument("--compile", action="store_true", help="run through torch.compile (pays off on a GPU; on a CPU eager is faster)")
     model.add_argument("--tile", type=parse_tile, default="auto", metavar="PX", help="spatial tile in pixels: 256, 384x256, 'auto' (default: from free memory) or 'none'; exact, no seams")
 
     frames = Parser(add_help=False)

@@ -422,7 +422,13 @@ def _check_keys(expected: Iterable[str], tensors: Mapping[str, Tensor], source: 
 
 
 def load(
-    path: str | os.PathLike | torch.nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, parts: str = "all"
+    path: str | os.PathLike | torch.nn.Module,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    parts: str = "all",
+    *,
+    encoder_dtype: torch.dtype | None = None,
+    decoder_dtype: torch.dtype | None = None,
 ) -> WanVAE:
     """A `WanVAE` from an original `.pth`/`.safetensors`, a diffusers folder/file, or a
     diffusers `AutoencoderKLWan` object (its weights renamed in memory, not copied).
@@ -430,7 +436,17 @@ def load(
     The config comes from the file's metadata, or is inferred from the tensor shapes.
     `parts='encoder'` (or 'decoder') keeps only that half: the other's weights are read,
     checked to be there, and dropped, so an encoding job does not hold the decoder.
+    `dtype` is the precision of both parts; `encoder_dtype` / `decoder_dtype` set one
+    part's (bf16 decoding loses little, bf16 encoding more: see the README's table).
     """
+    vae = _load(path, device, dtype, parts)
+    for part, part_dtype in (("encoder", encoder_dtype), ("decoder", decoder_dtype)):
+        if part_dtype is not None and vae.parts in ("all", part):
+            vae.cast(part, part_dtype)
+    return vae
+
+
+def _load(path, device, dtype: torch.dtype, parts: str) -> WanVAE:
     keep = None
     if parts != "all":
         prefixes = ("encoder.", "conv1.") if parts == "encoder" else ("decoder.", "conv2.")

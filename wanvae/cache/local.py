@@ -14,9 +14,11 @@ from ..weights import load
 from .run import CacheRun, init_worker, load_clip, plan_one
 
 
-def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype) -> None:
+def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype, compile: bool = False) -> None:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     vae = load(weights, device=device, dtype=dtype, parts="encoder")
+    if compile:
+        vae.compile()
     pool = None
     try:
         pool = _start_workers(max(1, workers))  # kills what it started if interrupted itself

@@ -26,12 +26,14 @@ def _ray():
 class _Encoder:
     """Holds one model; encodes decoded clips."""
 
-    def __init__(self, weights: str, device: str | None, dtype: str, tile, threads: int) -> None:
+    def __init__(self, weights: str, device: str | None, dtype: str, tile, threads: int, compile: bool = False) -> None:
         from wanvae.weights import load
 
         torch.set_num_threads(max(1, threads))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.vae = load(weights, device=self.device, dtype=getattr(torch, dtype), parts="encoder")
+        if compile:
+            self.vae.compile()
         self.tile = tile
 
     def encode(self, item):
@@ -45,7 +47,7 @@ class _Encoder:
             return job, None, facts, str(e).splitlines()[0]
 
 
-def run_ray(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype, address: str | None) -> None:
+def run_ray(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype, address: str | None, compile: bool = False) -> None:
     ray = _ray()
     started_here = False
     if not ray.is_initialized():
@@ -56,21 +58,21 @@ def run_ray(run: CacheRun, sources, weights, *, workers: int, tile, device, dtyp
             ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
             started_here = True
     try:
-        _drive(ray, run, sources, weights, workers=workers, tile=tile, device=device, dtype=dtype)
+        _drive(ray, run, sources, weights, workers=workers, tile=tile, device=device, dtype=dtype, compile=compile)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _drive(ray, run: CacheRun, sources, weights, *, workers, tile, device, dtype) -> None:
+def _drive(ray, run: CacheRun, sources, weights, *, workers, tile, device, dtype, compile: bool = False) -> None:
     plan_task = ray.remote(num_cpus=1)(plan_one)
     load_task = ray.remote(num_cpus=1)(load_clip)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
-        actors = [ray.remote(num_gpus=1)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, 4) for _ in range(gpus)]
+        actors = [ray.remote(num_gpus=1)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, 4, compile) for _ in range(gpus)]
     else:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
-        actors = [ray.remote(num_cpus=cpus)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, cpus)]
+        actors = [ray.remote(num_cpus=cpus)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, cpus, compile)]
     todo = []
     for src, jobs, error in ray.get([plan_task.remote(s, run.opts) for s in sources]):
         todo.extend(run.planned(src, jobs, error))

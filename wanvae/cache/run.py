@@ -178,6 +178,7 @@ def run_cache(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[Summary], None] | None = None,
     ray_address: str | None = None,
+    compile: bool = False,
 ) -> Summary:
     """Encode every clip of `source` into `out`; see the module docstring for the guarantees."""
     from ..weights import file_sha256, peek_config
@@ -191,11 +192,11 @@ def run_cache(
     if engine == "local":
         from .local import run_local
 
-        run_local(run, sources, weights, workers=workers, tile=tile, device=device, dtype=dtype)
+        run_local(run, sources, weights, workers=workers, tile=tile, device=device, dtype=dtype, compile=compile)
     elif engine == "ray":
         from .ray_engine import run_ray
 
-        run_ray(run, sources, weights, workers=workers, tile=tile, device=device, dtype=dtype, address=ray_address)
+        run_ray(run, sources, weights, workers=workers, tile=tile, device=device, dtype=dtype, address=ray_address, compile=compile)
     else:
         raise ValueError(f"--engine must be local or ray, got {engine!r}")
     summary = run.close()
