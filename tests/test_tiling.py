@@ -132,3 +132,27 @@ def test_attention_in_the_down_path_refuses_tiling():
     vae = random_vae(VAEConfig(dim=4, attn_scales=(0.5,)), seed=55)
     with pytest.raises(ValueError, match="attn_scales must be empty"):
         vae.encode(random_video(1, 1, 272, 272), tile=128)
+
+
+def test_auto_tile_plans_from_the_free_memory_of_the_models_device(monkeypatch):
+    """CUDA: the driver's free memory plus the caching allocator's unused blocks (no GPU
+    here, so torch.cuda's three queries are stood in for); the CPU: Linux's MemAvailable."""
+    import math
+
+    from wanvae.tiling import auto_tile, available_memory
+
+    per_pixel = 48 * 384 * 2  # Wan 2.1's estimate in bf16
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * gib)
+    cuda = torch.device("cuda", 0)
+    assert available_memory(cuda) == 3 * gib
+    side = int(math.sqrt(3 * gib / 4 / per_pixel)) // 64 * 64
+    assert auto_tile(720, 1280, per_pixel, cuda) == (side, side) and 128 <= side < 720
+    # A quarter of the free memory must hold the whole frame's working set to go untiled.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 * 720 * 1280 * per_pixel, 140 * gib))
+    assert auto_tile(720, 1280, per_pixel, cuda) is None
+    with open("/proc/meminfo") as f:
+        avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    assert abs(available_memory(torch.device("cpu")) - avail) < 2**30

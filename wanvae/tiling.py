@@ -69,14 +69,16 @@ def split_axis(size: int, tile: int, minimum: int) -> tuple[int, ...]:
     return tuple(base + (1 if i < extra else 0) for i in range(n))
 
 
-def parse_tile(tile: TileArg, height: int, width: int, bytes_per_pixel: float) -> tuple[int, int] | None:
-    """(tile_w, tile_h) in pixels, or None for no tiling."""
+def parse_tile(
+    tile: TileArg, height: int, width: int, bytes_per_pixel: float, device: torch.device | None = None
+) -> tuple[int, int] | None:
+    """(tile_w, tile_h) in pixels, or None for no tiling; 'auto' plans from `device`'s free memory."""
     if tile is None:
         return None
     if isinstance(tile, str):
         if tile != "auto":
             raise ValueError(f"tile must be an int, a (w, h) pair, 'auto' or None, got {tile!r}")
-        return auto_tile(height, width, bytes_per_pixel)
+        return auto_tile(height, width, bytes_per_pixel, device)
     if isinstance(tile, int):
         tile = (tile, tile)
     tw, th = (int(v) for v in tile)
@@ -86,10 +88,12 @@ def parse_tile(tile: TileArg, height: int, width: int, bytes_per_pixel: float) -
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes a tile plan may think of as free on `device`."""
+    """Bytes a tile plan may think of as free on `device`: the CUDA driver's free memory
+    plus what PyTorch's caching allocator holds unused (ours to reuse, invisible to the
+    driver), or the RAM Linux counts as available."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return free
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     try:
         with open("/proc/meminfo") as f:
             for line in f:
