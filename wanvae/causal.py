@@ -16,6 +16,8 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from .heap import release
+
 
 def _frozen(d: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     return MappingProxyType(dict(d))
@@ -150,7 +152,12 @@ class StepContext:
         return self.frames_seen == 0
 
     def history(self, key: str) -> Tensor | None:
-        """The layer's look-back frames; each layer reads its own once per step."""
+        """The layer's look-back frames; each layer reads its own once per step.
+
+        Also where a bounded pass hands the heap's free pages back (`heap.release`), layer
+        by layer, once a whole-clip pass has grown the heap.
+        """
+        release()
         return self._unread.pop(key, None)
 
     def has_history(self, key: str) -> bool:
