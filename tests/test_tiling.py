@@ -156,3 +156,34 @@ def test_auto_tile_plans_from_the_free_memory_of_the_models_device(monkeypatch):
     with open("/proc/meminfo") as f:
         avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     assert abs(available_memory(torch.device("cpu")) - avail) < 2**30
+
+
+def test_time_major_equals_tile_major_and_whole_clips_take_the_smaller(tiny_vae):
+    """Both orders run the same ops on the same tile and chunk shapes: equal bit for bit.
+    Tile-major keeps every chunk's seams for the next tiles (growing with the clip),
+    time-major every tile's state (flat): the plan is measured, and long clips switch."""
+    from wanvae.model import frame_chunks, tile_order
+
+    vae = tiny_vae
+    z = torch.randn(1, 16, 9, 12, 20, generator=torch.Generator().manual_seed(56))
+    grid = vae._grid(48, 96, 160, part="decoder")
+    assert len(grid) > 1
+    chunks = frame_chunks(9, 1, 1)
+    fmap = vae._in_chunks(vae.decoder.mid, vae.conv2(z), chunks)
+    peaks = {}
+    outs = {}
+    for name, driver in (("tile", tiling.tile_major), ("time", tiling.time_major)):
+        for n in (3, 9):
+            meter = [0]
+            outs[name, n] = driver(vae.decoder.up, fmap[:, :, :n], grid, 1, chunks[:n], vae.config.pixel_frames(n), (96, 160), meter=meter)
+            peaks[name, n] = meter[0]
+    assert torch.equal(outs["tile", 9], outs["time", 9])
+    assert peaks["tile", 9] > peaks["tile", 3]  # seams pile up
+    assert peaks["time", 9] == peaks["time", 3]  # flat once every state is full
+    order = tile_order(vae.config, "decoder", tuple(fmap.shape), fmap.dtype, grid, 1, tuple((c.start, c.stop) for c in chunks), (96, 160))
+    assert order == ("time" if peaks["time", 9] < peaks["tile", 9] else "tile")
+    assert tile_order(vae.config, "decoder", tuple(fmap[:, :, :2].shape), fmap.dtype, grid, 1, ((0, 1), (1, 2)), (96, 160)) == "tile"
+    long = frame_chunks(200, 1, 1)
+    assert tile_order(vae.config, "decoder", (1, *fmap.shape[1:2], 200, *fmap.shape[3:]), fmap.dtype, grid, 1,
+                      tuple((c.start, c.stop) for c in long), (96, 160)) == "time"
+    torch.testing.assert_close(vae.decode(z, tile=48), vae.decode(z), atol=1e-5, rtol=0)

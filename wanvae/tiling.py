@@ -6,10 +6,12 @@ seams to the neighbours (see seams.py), so the stitched result equals the untile
 float rounding. The middle blocks and the encoder head run on the whole 1/8-scale map,
 which is small. Two orders:
 
-- tile-major (`down_tiles`, `up_tiles`): with a whole clip in memory, each tile runs over
-  all frames before the next, so only one tile's causal state is alive at a time;
-- time-major (`TiledStep`): for streams, every pushed chunk visits all tiles in turn,
-  each tile keeping its own slice of the causal state.
+- tile-major (`tile_major`): with a whole clip in memory, each tile runs over all frames
+  before the next, so only one tile's causal state is alive at a time, but every frame's
+  seams wait for the next tiles;
+- time-major (`TiledStep`, `time_major`): every chunk visits all tiles in turn, each tile
+  keeping its own slice of the causal state: what streams do, and what a whole clip does
+  once the seams a tile-major pass would keep outgrow the other tiles' states.
 """
 
 from __future__ import annotations
@@ -150,12 +152,15 @@ def tile_major(
     out_frames: int,
     out_hw: tuple[int, int],
     progress: Callable[[int, int], None] | None = None,
+    meter: list[int] | None = None,
 ) -> Tensor:
     """Run `run` tile by tile, each tile over all time `chunks` of `x` before the next.
 
     `x` is [B, C, T, H, W] with H, W = `scale_in` x the grid's units. Returns the stitched
-    [B, C', out_frames, *out_hw]. Only the current tile's causal state is alive.
-    `progress(tiles done, tiles)` is called after each tile.
+    [B, C', out_frames, *out_hw]. Only the current tile's causal state is alive, but the
+    seams handed to the next tiles are kept for every chunk until those tiles run: they
+    grow with the clip. `progress(tiles done, tiles)` is called after each tile; `meter[0]`,
+    if given, is raised to the peak bytes of causal state plus seams.
     """
     if x.device.type == "cpu":
         bound_heap()  # tiles of unequal shapes would otherwise fragment the heap
@@ -171,6 +176,8 @@ def tile_major(
             state = None  # the context's is the only reference: old histories go as used
             y = run(block[:, :, frames], ctx)
             state = ctx.result(frames.stop - frames.start)
+            if meter is not None:
+                meter[0] = max(meter[0], state.nbytes + seams.nbytes)
             if out is None:
                 out = y.new_empty(*y.shape[:2], out_frames, *out_hw)
             y0, x0 = placer.origin(i, j)
@@ -183,13 +190,46 @@ def tile_major(
     return out
 
 
+def time_major(
+    run: Callable[[Tensor, StepContext], Tensor],
+    x: Tensor,
+    grid: TileGrid,
+    scale_in: int,
+    chunks: list[slice],
+    out_frames: int,
+    out_hw: tuple[int, int],
+    progress: Callable[[int, int], None] | None = None,
+    meter: list[int] | None = None,
+) -> Tensor:
+    """`tile_major`'s result in the other order: chunk by chunk, each over every tile, as a
+    tiled stream runs. Every tile's causal state is alive (about the whole frame's), but
+    seams live for one chunk only, so memory does not grow with the clip.
+    `progress(chunks done, chunks)` is called after each chunk."""
+    if x.device.type == "cpu":
+        bound_heap()
+    step = TiledStep(grid, meter)
+    out: Tensor | None = None
+    t0 = 0
+    for c, frames in enumerate(chunks):
+        y = step(run, x[:, :, frames], scale_in, out_hw)
+        if out is None:
+            out = y.new_empty(*y.shape[:2], out_frames, *out_hw)
+        out[:, :, t0 : t0 + y.shape[2]] = y
+        t0 += y.shape[2]
+        del y
+        if progress:
+            progress(c + 1, len(chunks))
+    return out
+
+
 class TiledStep:
     """Time-major tiling for streams: each call visits every tile, each with its own state."""
 
-    def __init__(self, grid: TileGrid) -> None:
+    def __init__(self, grid: TileGrid, meter: list[int] | None = None) -> None:
         self.grid = grid
         self.states = {(i, j): CausalState() for i, j, _, _ in grid.blocks()}
         self.chunk = 0
+        self.meter = meter  # meter[0]: the peak bytes of states plus seams, when given
 
     @property
     def nbytes(self) -> int:
@@ -206,6 +246,8 @@ class TiledStep:
             ctx = StepContext(self.states.pop((i, j)), seams=seams, tile=TilePosition(i, j, rows_n, cols_n, self.chunk))
             y = run(x[:, :, :, rows.start * scale_in : rows.stop * scale_in, cols.start * scale_in : cols.stop * scale_in], ctx)
             self.states[i, j] = ctx.result(x.shape[2])
+            if self.meter is not None:
+                self.meter[0] = max(self.meter[0], self.nbytes + seams.nbytes)
             if out is None:
                 out = y.new_empty(*y.shape[:3], *out_hw)
             y0, x0 = placer.origin(i, j)
