@@ -466,7 +466,7 @@ class AvgDown3d(StatefulLayer):
             # Wan 2.2's case: each group is one channel's fs x fs cell at one time offset, so
             # output channel c * ft + tau is that cell's mean: a pooling, then time folded into
             # the (4x smaller) channels, instead of a permuted copy of the whole input.
-            pooled = F.avg_pool3d(x, (1, fs, fs))  # [B, C, T, h, w]
+            pooled = _avg_pool_cells(x, fs)  # [B, C, T, h, w]
             if ft == 1:
                 return pooled
             pooled = pooled.view(b, c, t // ft, ft, h // fs, w // fs).transpose(2, 3)
@@ -474,6 +474,14 @@ class AvgDown3d(StatefulLayer):
         x = x.reshape(b, c, t // ft, ft, h // fs, fs, w // fs, fs).permute(0, 1, 3, 5, 7, 2, 4, 6)
         x = x.reshape(b, self.out_dim, self.group, t // ft, h // fs, w // fs)
         return x.mean(dim=2)
+
+
+def _avg_pool_cells(x: Tensor, fs: int) -> Tensor:
+    """The mean of each fs x fs cell. PyTorch's CPU avg_pool3d has no bf16/fp16 kernel; the
+    fp32 mean rounded once is what its CUDA kernel (fp32 accumulation) gives."""
+    if x.dtype in REDUCED and x.device.type == "cpu":
+        return F.avg_pool3d(x.float(), (1, fs, fs)).to(x.dtype)
+    return F.avg_pool3d(x, (1, fs, fs))
 
 
 class DupUp3d(StatefulLayer):
