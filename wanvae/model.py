@@ -524,6 +524,13 @@ class WanVAE(nn.Module):
         return (mean, logvar), computed
 
 
+# Below this many time chunks tile-major is taken unmeasured: a chunk's seams are strips a
+# few positions wide per layer, against two frames of a whole tile per layer of state, so
+# they cannot outgrow the other tiles' states that soon (Wan 2.1 at 448x256: ~11 chunks).
+# The measurement costs the full model 1-2.5 s, and as much as the pass itself on tiny ones.
+MEASURED_FROM_CHUNKS = 8
+
+
 @functools.lru_cache(maxsize=64)
 def tile_order(
     config: VAEConfig, part: str, shape: tuple[int, ...], dtype: torch.dtype, grid: tiling.TileGrid, scale_in: int,
@@ -532,12 +539,12 @@ def tile_order(
     """'tile' or 'time': the order whose causal state plus seams peak lower on this plan.
 
     Measured on a meta-device twin (shapes only, no arithmetic) over the first chunks:
-    time-major's peak is reached by the third chunk and stays; tile-major's seams grow by
+    time-major's peak is reached by the fourth chunk and stays; tile-major's seams grow by
     one chunk's worth per chunk, so its peak is extrapolated to the clip's length. At
     448x256 with two tiles, the Wan 2.1 decoder's seams pass its other tile's state at
     about 11 latent frames (27 MB a frame against 290 MB).
     """
-    if len(chunks) <= 2:
+    if len(chunks) < MEASURED_FROM_CHUNKS:
         return "tile"
     with torch.device("meta"):
         twin = WanVAE(config, parts=part).to(dtype)
@@ -545,13 +552,13 @@ def tile_order(
     x = torch.empty(shape, dtype=dtype, device="meta")
     peaks = {}
     with torch.no_grad():
-        for name, driver, n in (("tile2", tiling.tile_major, 2), ("tile3", tiling.tile_major, 3), ("time", tiling.time_major, 3)):
+        for name, driver, n in (("tile3", tiling.tile_major, 3), ("tile4", tiling.tile_major, 4), ("time", tiling.time_major, 4)):
             meter = [0]
             few = [slice(a, b) for a, b in chunks[:n]]
             frames = config.latent_frames(few[-1].stop) if part == "encoder" else config.pixel_frames(few[-1].stop)
             driver(run, x[:, :, : few[-1].stop], grid, scale_in, few, frames, out_hw, meter=meter)
             peaks[name] = meter[0]
-    tile_peak = peaks["tile3"] + (len(chunks) - 3) * max(0, peaks["tile3"] - peaks["tile2"])
+    tile_peak = peaks["tile4"] + (len(chunks) - 4) * max(0, peaks["tile4"] - peaks["tile3"])
     return "time" if peaks["time"] < tile_peak else "tile"
 
 
