@@ -10,7 +10,8 @@ implementation and case.
     python bench/bench.py                 # the quick profile (about 30 minutes on 2 cores)
     python bench/bench.py --profile full  # the issue's sizes (hours with diffusers on a CPU)
     python bench/bench.py --profile wan22 # Wan 2.2 beside Wan 2.1, same cases, same run
-    python bench/bench.py --device cuda --dtype bfloat16
+    python bench/bench.py --device cuda --dtype bfloat16 [--compile]
+    bash bench/gpu.sh run                 # the GPU table (81 frames at 1280x720), one budgeted run
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--no-rss", action="store_true", help="skip the separate-process memory runs")
+    p.add_argument("--compile", action="store_true", help="ours through vae.compile() (the warm-up then counts its compile)")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -241,6 +243,8 @@ def main() -> None:
             models.clear()
             vae = randomize(wanvae.WanVAE(case.config), seed=0).to(device, dtype)
             models[case.model] = (vae, reference_for(vae).to(device, dtype))
+            if args.compile:
+                vae.compile()  # after reference_for, which copies the weights, not the kernels
         return models[case.model]
 
     ceiling = conv_ceiling(device, dtype)

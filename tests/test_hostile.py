@@ -64,6 +64,14 @@ def world(tmp_path_factory):
     w["alpha"] = d / "alpha.png"
     (d / "notes.mp4").write_text("not a video\n")
     w["text"] = d / "notes.mp4"
+    whole = media.write_video(d / "whole.mkv", 33, 64, 48).read_bytes()
+    (d / "cut.mkv").write_bytes(whole[: len(whole) // 2])
+    w["cut_video"] = d / "cut.mkv"
+    w["audio"] = media.write_audio_only(d / "a.wav")
+    w["ten"] = media.write_video(d / "ten.mp4", 10, 64, 48)
+
+    save_file({"unet.conv_in.weight": torch.zeros(4)}, str(d / "unet.safetensors"))
+    w["unet"] = d / "unet.safetensors"
     latents = torch.randn(1, 16, 3, 6, 8)
     meta = {"fps": "16", "frames": "9", "size": "64x48"}
     w["lat"] = wanvae.save_latents(d / "lat.safetensors", latents, meta)
@@ -145,6 +153,10 @@ def _cases(w) -> list[Case]:
         # inputs
         Case("encode missing file", ["encode", "nope.mp4", "-o", "x.safetensors", *ck], 2, "nope.mp4"),
         Case("encode text as video", ["encode", str(w["text"]), "-o", "x.safetensors", *ck], 2, "notes.mp4"),
+        Case("encode a cut video", ["encode", str(w["cut_video"]), "-o", "x.safetensors", *ck], 2, "truncated"),
+        Case("encode audio only", ["encode", str(w["audio"]), "-o", "x.safetensors", *ck], 2, "no video stream"),
+        Case("encode 10 frames", ["encode", str(w["ten"]), "-o", "x.safetensors", *ck], 2, "use 9 or 13"),
+        Case("encode with a UNet", ["encode", mp4, "-o", "x.safetensors", "--weights", str(w["unet"])], 2, "not a Wan VAE checkpoint"),
         Case("encode transparent png", ["encode", str(w["alpha"]), "-o", "x.safetensors", *ck], 2, "--alpha black or --alpha white"),
         Case("encode transparent png on white", ["encode", str(w["alpha"]), "-o", "x.safetensors", *ck, "--alpha", "white"], 0,
              writes=("x.safetensors",), lines=0),
