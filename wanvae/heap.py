@@ -47,9 +47,10 @@ _USER_POLICY = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRES
 _bounded = False
 _reuse_depth = 0
 _heap_grown = False  # a reuse_heap block has run: the heap holds (trimmed) free blocks
-# At most one trim per this many seconds: a full-size layer takes tens of ms or more (a trim
-# per layer, as measured below), a tiny test model's a fraction of one.
-RELEASE_INTERVAL = 0.005
+# At most one trim per this many seconds: a full-size layer on a tile takes 0.1-1 s (so each
+# still gets its trim, as measured below), a small model's layers a few ms, for which
+# trimming each (and faulting the pages back in) doubled some tiled tests' time.
+RELEASE_INTERVAL = 0.05
 # Nor while the heap's free blocks are few: re-faulting trimmed pages costs more than
 # holding them (a tiled decode of a tiny model ran 15% slower trimming every layer).
 RELEASE_MIN_FREE = 256 << 20
@@ -127,7 +128,7 @@ def release() -> None:
     of many sizes spread over the free heap. Measured: the full Wan 2.1 tiled decode of 3
     latent frames at 448x256 peaked 2016 MB above its start right after an image-to-video
     conditioning encode, 1917 MB with a trim per step, 1165 MB with one per layer (1151 MB
-    in a fresh process), for 56 s against 53 s. A trim takes 0.15-0.3 ms; nothing is done
+    in a fresh process), for 56 s against 53 s; 1220 MB with the limits below. A trim takes 0.15-0.3 ms; nothing is done
     inside a reuse block, before one has run, or within RELEASE_INTERVAL of the last trim.
     """
     global _last_release
