@@ -106,7 +106,7 @@ def ref_fn(ref, vae: wanvae.WanVAE, case: Case):
     from wanvae.testing import reference_decode_unclamped
 
     if case.kind == "decode":
-        from wanvae.layers import unpatchify
+        from wanvae.model.layers import unpatchify
 
         return lambda x: unpatchify(reference_decode_unclamped(ref, vae.denormalize(x)), vae.config.patch_size)
     if case.kind == "i2v":
@@ -136,7 +136,7 @@ def reference_flops(case: Case) -> int:
 def reference_for_meta(vae):
     from diffusers import AutoencoderKLWan
 
-    from wanvae.weights import diffusers_config
+    from wanvae.io.weights import diffusers_config
 
     kwargs = {k: v for k, v in diffusers_config(vae.config).items() if not k.startswith("_")}
     with torch.device("meta"):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import wanvae
-from wanvae.layers import unpatchify
+from wanvae.model.layers import unpatchify
 from wanvae.testing import randomize, reference_decode_unclamped, reference_for
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -74,7 +74,7 @@ def diffusers_child(kind: str, weights: str, data: str, tiled: bool) -> None:
     from diffusers import AutoencoderKLWan
 
     import wanvae
-    from wanvae import video
+    from wanvae.io import video
 
     ref = AutoencoderKLWan.from_pretrained(weights).eval()
     if tiled:

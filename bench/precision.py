@@ -22,7 +22,7 @@ import time
 import torch
 
 import wanvae
-from wanvae.demo import demo_model, held_out_clip
+from wanvae.training.demo import demo_model, held_out_clip
 from wanvae.metrics import psnr
 from wanvae.testing import randomize
 

@@ -91,7 +91,7 @@ def test_cache_outputs_index_and_failures(dataset, tmp_path):
         assert set(row) == {"source", "start", "frames", "fps", "size", "latent_shape", "output", "status", "error", "caption"}
         latents, meta = wanvae.load_latents(out / row["output"])
         assert list(latents.shape[1:]) == row["latent_shape"]
-        assert meta["frames"] == "9" and meta["checkpoint_sha256"] == wanvae.weights.file_sha256(dataset["ckpt"])
+        assert meta["frames"] == "9" and meta["checkpoint_sha256"] == wanvae.io.weights.file_sha256(dataset["ckpt"])
     # The same clip through `encode_file` (what `wanvae encode` runs) gives the same tensor.
     row = next(r for r in rows if r["source"] == "a.mp4" and r["start"] > 0)
     ref, ref_meta = wanvae.encode_file(dataset["src"] / "a.mp4", dataset["vae"], start=row["start"], frames=9)

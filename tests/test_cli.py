@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import wanvae
-from wanvae import video
+from wanvae.io import video
 from conftest import TINY, random_vae
 import media
 
@@ -63,7 +63,7 @@ def test_encode_equals_the_library_on_the_same_frames(files, tmp_path, name, siz
     torch.testing.assert_close(latents, expected, atol=1e-6, rtol=0)
     assert meta["source"] == files[name].name
     assert meta["frames"] == str(frames) and meta["size"] == f"{size[0]}x{size[1]}"
-    assert meta["checkpoint_sha256"] == wanvae.weights.file_sha256(files["ckpt"])
+    assert meta["checkpoint_sha256"] == wanvae.io.weights.file_sha256(files["ckpt"])
     assert meta["wanvae_version"] == wanvae.__version__ and meta["sampled"] == "false"
     assert len(meta["source_sha256"]) == 64
 

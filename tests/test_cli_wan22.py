@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import wanvae
-from wanvae import video
+from wanvae.io import video
 from wanvae.cache.index import read_index
 from wanvae.testing import randomize
 from test_cli import _fails, run

@@ -24,7 +24,7 @@ pytest.importorskip("transformers")
 from diffusers import AutoencoderKLWan, ModelMixin, WanPipeline  # noqa: E402
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution  # noqa: E402
 
-from wanvae.diffusers_adapter import conditioning_frames  # noqa: E402
+from wanvae.integrations.diffusers import conditioning_frames  # noqa: E402
 
 PIPELINE_TOL = 1e-4
 

@@ -12,7 +12,7 @@ import pytest
 # The model's modules are loaded first, as in any real pass (the package no longer loads
 # them on import): what else sits in the address space decides where glibc's heap can grow.
 CHURN = """
-import json, resource, torch, wanvae.model, wanvae.heap as h
+import json, resource, torch, wanvae.model, wanvae.coding.heap as h
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -48,7 +48,7 @@ def test_reuse_heap_reuses_freed_blocks_unless_the_user_chose_a_policy():
 
 def test_reuse_heap_gives_memory_back_and_restores_mmap():
     script = """
-import torch, wanvae.heap as h
+import torch, wanvae.coding.heap as h
 def rss():
     return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) // 1024
 base = rss()

@@ -175,7 +175,7 @@ def test_attention_runs_on_the_fused_kernel_never_the_full_matrix(channels_last)
     """Restricted to the flash kernel, SDPA raises instead of quietly materialising (HW)^2."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from wanvae.layers import AttentionBlock, to_layout
+    from wanvae.model.layers import AttentionBlock, to_layout
 
     block = AttentionBlock(32).eval()
     x = torch.randn(2, 32, 3, 12, 20)
@@ -189,7 +189,7 @@ def test_attention_runs_on_the_fused_kernel_never_the_full_matrix(channels_last)
 
 def test_conditioning_computes_each_constant_frame_once(tiny_vae, monkeypatch):
     """Most of an image-to-video clip's convs see a repeated frame: the work has to drop."""
-    import wanvae.layers as layers
+    import wanvae.model.layers as layers
 
     macs = [0]
     conv3d = layers.conv3d

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import wanvae
-from wanvae import StreamDecoder, StreamEncoder, pipeline, video
+from wanvae import StreamDecoder, StreamEncoder
+from wanvae.io import files, video
 from wanvae.testing import randomize
 from conftest import random_video
 import media
@@ -35,8 +36,8 @@ def test_the_state_estimate_is_what_a_real_stream_keeps(vae):
 def test_short_clips_go_whole_and_long_ones_stream(vae):
     state = vae.stream_state_nbytes("decoder", 64, 96)
     frames_like_state = state // (3 * 64 * 96 * 4)
-    assert pipeline.whole_clip_is_smaller(vae, "decoder", frames_like_state, 64, 96)
-    assert not pipeline.whole_clip_is_smaller(vae, "decoder", frames_like_state + 1, 64, 96)
+    assert files.whole_clip_is_smaller(vae, "decoder", frames_like_state, 64, 96)
+    assert not files.whole_clip_is_smaller(vae, "decoder", frames_like_state + 1, 64, 96)
 
 
 def test_both_paths_give_the_same_latents_and_the_same_frames(vae, tmp_path, monkeypatch):
@@ -45,12 +46,12 @@ def test_both_paths_give_the_same_latents_and_the_same_frames(vae, tmp_path, mon
     write = video.VideoWriter.write
     monkeypatch.setattr(video.VideoWriter, "write", lambda self, frame: written.append(frame.clone()) or write(self, frame))
     whole, _ = wanvae.encode_file(clip, vae, tile=None)
-    pipeline.decode_latents_to_file(whole, vae, tmp_path / "whole.mp4")
+    files.decode_latents_to_file(whole, vae, tmp_path / "whole.mp4")
     decoded_whole, written[:] = torch.stack(written), []
-    monkeypatch.setattr(pipeline, "whole_clip_is_smaller", lambda *a: False)
+    monkeypatch.setattr(files, "whole_clip_is_smaller", lambda *a: False)
     streamed, _ = wanvae.encode_file(clip, vae, tile=None)
     torch.testing.assert_close(streamed, whole, atol=1e-6, rtol=0)
-    pipeline.decode_latents_to_file(whole, vae, tmp_path / "stream.mp4")
+    files.decode_latents_to_file(whole, vae, tmp_path / "stream.mp4")
     decoded_stream = torch.stack(written)
     assert decoded_whole.shape == decoded_stream.shape == (13, 3, 64, 96)
     torch.testing.assert_close(decoded_stream, decoded_whole, atol=1e-5, rtol=0)

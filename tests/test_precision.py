@@ -10,9 +10,9 @@ from safetensors.torch import save_file
 
 import wanvae
 from conftest import TINY, random_vae, random_video
-from wanvae import kernels
-from wanvae.cli import build_parser, load_model
-from wanvae.layers import RMSNorm
+from wanvae.model.vae import kernels
+from wanvae.commands.main import build_parser, load_model
+from wanvae.model.layers import RMSNorm
 from wanvae.metrics import psnr
 
 

@@ -137,7 +137,7 @@ def test_stream_memory_does_not_grow_with_length(tile):
 
 
 def test_bound_heap_fixes_the_threshold_unless_the_user_chose_one():
-    script = "import wanvae.heap as h; print(h.bound_heap(), h.bound_heap())"
+    script = "import wanvae.coding.heap as h; print(h.bound_heap(), h.bound_heap())"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=clean)
     assert out.stdout.split() == (["True", "True"] if sys.platform.startswith("linux") else ["False", "False"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wanvae import tiling
-from wanvae.seams import Seams, TilePosition
+from wanvae.coding import tiling
+from wanvae.coding.seams import Seams, TilePosition
 from conftest import TINY, random_vae, random_video
 
 
@@ -141,7 +141,7 @@ def test_auto_tile_plans_from_the_free_memory_of_the_models_device(monkeypatch):
     here, so torch.cuda's three queries are stood in for); the CPU: Linux's MemAvailable."""
     import math
 
-    from wanvae.tiling import auto_tile, available_memory
+    from wanvae.coding.tiling import auto_tile, available_memory
 
     per_pixel = 48 * 384 * 2  # Wan 2.1's estimate in bf16
     gib = 2**30
@@ -165,7 +165,7 @@ def test_time_major_equals_tile_major_and_whole_clips_take_the_smaller(tiny_vae)
     """Both orders run the same ops on the same tile and chunk shapes: equal bit for bit.
     Tile-major keeps every chunk's seams for the next tiles (growing with the clip),
     time-major every tile's state (flat once full): the plan is measured, and long clips switch."""
-    from wanvae.model import MEASURED_FROM_CHUNKS, frame_chunks, tile_order
+    from wanvae.model.vae import MEASURED_FROM_CHUNKS, frame_chunks, tile_order
 
     vae = tiny_vae
     n = MEASURED_FROM_CHUNKS

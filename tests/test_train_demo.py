@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import wanvae
-from wanvae import demo, train
+from wanvae.training import demo, train
 from wanvae.config import VAEConfig
 import media
 
@@ -152,7 +152,7 @@ def test_wanvae_demo_writes_its_outputs(tmp_path):
 
 
 def test_dead_leaves_pictures_are_deterministic_occluding_and_in_range():
-    from wanvae.clips import dead_leaves_image, image_palette
+    from wanvae.training.clips import dead_leaves_image, image_palette
 
     a = dead_leaves_image((96, 64), torch.Generator().manual_seed(3))
     b = dead_leaves_image((96, 64), torch.Generator().manual_seed(3))
@@ -183,7 +183,7 @@ def test_clip_sampler_mixes_dead_leaves_with_the_folder(data):
 def test_camera_clips_keep_the_detail_their_pixels_can_show():
     """Shrinking a 512-px picture into 64 px (3.6x to 8x) must keep stripes 32 px apart (4 to
     9 clip pixels): the antialiasing once shrank such pictures to 16 px first and lost them."""
-    from wanvae.clips import camera_clip
+    from wanvae.training.clips import camera_clip
 
     stripes = ((torch.arange(512) // 16) % 2 * 2 - 1.0).view(1, 1, 512).expand(3, 512, 512)
     g = torch.Generator().manual_seed(0)
@@ -194,7 +194,7 @@ def test_any_scale_shows_a_big_photo_at_its_own_pixel_scale():
     """A 64-px crop of a 512-px picture of one-pixel stripes: shrunk to fit (at least 3.6x,
     antialiased) the stripes average out to grey; with any_scale some clips come near the
     picture's own scale, where they stay visible."""
-    from wanvae.clips import camera_clip
+    from wanvae.training.clips import camera_clip
 
     stripes = (torch.arange(512) % 2 * 2 - 1.0).view(1, 1, 512).expand(3, 512, 512)
 
@@ -211,7 +211,7 @@ def test_any_scale_shows_a_big_photo_at_its_own_pixel_scale():
 def test_magnify_lets_the_camera_zoom_in_past_a_photos_own_pixels():
     """A horizontal ramp rises 2/127 per image pixel, so a clip's gradient per clip pixel is
     that over the magnification: at most 1x without `magnify`, up to 4x with magnify=4."""
-    from wanvae.clips import camera_clip
+    from wanvae.training.clips import camera_clip
 
     ramp = torch.linspace(-1, 1, 128).view(1, 1, 128).expand(3, 128, 128)
 
@@ -227,7 +227,7 @@ def test_magnify_lets_the_camera_zoom_in_past_a_photos_own_pixels():
 
 
 def test_recolour_gives_grey_pictures_colour_and_keeps_their_structure():
-    from wanvae.clips import recolour
+    from wanvae.training.clips import recolour
 
     g = torch.Generator().manual_seed(0)
     grey = (torch.linspace(-1, 1, 32).view(1, 1, 1, 32) * torch.linspace(0.2, 1, 32).view(1, 1, 32, 1)).expand(3, 2, 32, 32)
@@ -271,7 +271,7 @@ def test_coarse_colour_weight_adds_only_regional_hue_error_to_the_loss():
 
 
 def test_shift_chroma_moves_colour_independently_of_brightness_and_keeps_brightness():
-    from wanvae.clips import shift_chroma
+    from wanvae.training.clips import shift_chroma
 
     ramp = torch.linspace(-0.15, 0.15, 24)
     picture = torch.stack([ramp.view(1, 24).expand(24, 24), ramp.view(24, 1).expand(24, 24), torch.zeros(24, 24)])
@@ -294,7 +294,7 @@ def test_shift_chroma_moves_colour_independently_of_brightness_and_keeps_brightn
 
 
 def test_sampler_chroma_colours_grey_photos_and_leaves_the_default_stream_alone(tmp_path):
-    from wanvae.clips import ClipSampler
+    from wanvae.training.clips import ClipSampler
 
     media.write_image(tmp_path / "grey.png", 64, 64, 0)
     grey_folder = tmp_path / "g"
@@ -340,7 +340,7 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
 def test_view_films_photos_at_its_size_and_keeps_a_window_of_them(tmp_path):
     """A photo clip drawn with `view` is exactly a crop of the same camera move filmed at the
     view's size: the draws of the sampler, replayed by hand, give the same pixels."""
-    from wanvae.clips import ClipSampler, camera_clip, load_image, random_crop
+    from wanvae.training.clips import ClipSampler, camera_clip, load_image, random_crop
 
     media.write_image(tmp_path / "a.png", 200, 150, 5)
     photo = load_image(tmp_path / "a.png")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wanvae import video
-from wanvae.video import MediaError
+from wanvae.io import video
+from wanvae.io.video import MediaError
 import media
 
 

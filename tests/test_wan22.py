@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import wanvae
-from wanvae import CausalState, StreamDecoder, StreamEncoder, WanVAE, preset, tiling
-from wanvae.layers import AvgDown3d, DupUp3d, unpatchify
-from wanvae.weights import CheckpointError, diffusers_to_original, original_to_diffusers
+from wanvae import CausalState, StreamDecoder, StreamEncoder, WanVAE, preset
+from wanvae.coding import tiling
+from wanvae.model.layers import AvgDown3d, DupUp3d, unpatchify
+from wanvae.io.weights import CheckpointError, diffusers_to_original, original_to_diffusers
 from conftest import random_video
 from wanvae.testing import randomize, reference_decode_unclamped, reference_for
 
@@ -166,7 +167,7 @@ def test_the_shortcuts_are_the_references(vae22):
     # even channels (time offset 0) are exactly 0, odd ones the 2x2 mean (facts.md).
     down = vae22.encoder.downsamples[1].avg_shortcut
     assert isinstance(down, AvgDown3d) and (down.factor_t, down.factor_s, down.group) == (2, 2, 4)
-    from wanvae.causal import StepContext
+    from wanvae.coding.state import StepContext
 
     x = torch.randn(1, 8, 1, 4, 6, dtype=torch.float64)
     y = down(x, StepContext(CausalState()))
@@ -261,8 +262,8 @@ def test_latents_of_the_other_family_are_refused_naming_both(vae22):
 # ---- both families: every stateful layer against the state and the seams it keeps ---------
 @pytest.mark.parametrize("name", ["tiny", "tiny-2.2"])
 def test_every_stateful_layer_keeps_its_history_and_hands_on_its_seams(name, monkeypatch):
-    from wanvae.layers import CausalConv3d, DownLevel, Resample, ResidualBlock, UpLevel
-    from wanvae.seams import Seams
+    from wanvae.model.layers import CausalConv3d, DownLevel, Resample, ResidualBlock, UpLevel
+    from wanvae.coding.seams import Seams
 
     vae = randomize(WanVAE(preset(name)), seed=5)
     s = vae.config.spatial_ratio
@@ -304,7 +305,7 @@ def test_every_stateful_layer_keeps_its_history_and_hands_on_its_seams(name, mon
 
 @pytest.mark.parametrize("at_start", [True, False])
 def test_the_duplicate_up_added_in_place_is_the_shortcut_added(vae22, at_start):
-    from wanvae.causal import StepContext
+    from wanvae.coding.state import StepContext
 
     for level in vae22.decoder.upsamples[:3]:
         up = level.avg_shortcut
@@ -328,7 +329,7 @@ def test_a_saved_folder_has_the_permissions_of_a_plain_mkdir(vae22, tmp_path):
 
 
 def test_wide_convs_run_from_the_blocked_layout_and_give_the_same_numbers():
-    from wanvae.layers import _blocked_is_faster, conv3d
+    from wanvae.model.layers import _blocked_is_faster, conv3d
 
     g = torch.Generator().manual_seed(9)
     x = torch.randn(1, 1024, 4, 6, 7, generator=g).contiguous(memory_format=torch.channels_last_3d)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import wanvae
-from wanvae.layers import unpatchify
+from wanvae.model.layers import unpatchify
 from wanvae.testing import randomize, reference_decode_unclamped, reference_for
 from conftest import random_video
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import wanvae
-from wanvae.weights import CheckpointError, diffusers_to_original, infer_config, original_to_diffusers
+from wanvae.io.weights import CheckpointError, diffusers_to_original, infer_config, original_to_diffusers
 from conftest import TINY, random_vae, random_video
 
 
@@ -199,8 +199,8 @@ def test_a_half_load_still_refuses_an_incomplete_checkpoint(tmp_path, tiny_vae):
 
 
 def test_a_model_too_big_for_free_memory_is_refused_before_allocation():
-    from wanvae.tiling import available_memory
-    from wanvae.weights import _check_room
+    from wanvae.coding.tiling import available_memory
+    from wanvae.io.weights import _check_room
 
     free = available_memory(torch.device("cpu"))
     shapes = {"w": torch.empty(free // 4 + 2**28, device="meta")}  # more fp32 numbers than fit

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 import wanvae
-from wanvae import clips, demo, metrics, train
+from wanvae.training import clips, demo, train
+from wanvae import metrics
 
 ASSETS = Path(wanvae.__file__).parent / "assets"
 LINEAGE = Path(__file__).with_name("demo-lineage.json")
@@ -299,7 +300,7 @@ def main() -> None:
         "",
         "## Measured (fp16 weights, fp32 compute, encode -> decode of the normalised mean)",
         "",
-        "- Card clips (`wanvae.demo.card_clips()`: chelsea under 4 camera moves, 256x256, 17 frames):",
+        "- Card clips (`wanvae.training.demo.card_clips()`: chelsea under 4 camera moves, 256x256, 17 frames):",
         f"  PSNR **{card['psnr']:.2f} dB**, SSIM {card['ssim']:.4f}.",
     ]
     if val:

@@ -13,24 +13,24 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it
 _EXPORTS = {
-    "CausalState": "causal",
+    "CausalState": "coding.state",
     "VAEConfig": "config",
     "preset": "config",
-    "WanVAE": "model",
-    "StreamDecoder": "stream",
-    "StreamEncoder": "stream",
-    "CheckpointError": "weights",
-    "load": "weights",
-    "save": "weights",
-    "load_latents": "latents",
-    "save_latents": "latents",
-    "decode_file": "pipeline",
-    "encode_file": "pipeline",
-    "demo_model": "demo",
+    "WanVAE": "model.vae",
+    "StreamDecoder": "coding.stream",
+    "StreamEncoder": "coding.stream",
+    "CheckpointError": "io.weights",
+    "load": "io.weights",
+    "save": "io.weights",
+    "load_latents": "io.latents",
+    "save_latents": "io.latents",
+    "decode_file": "io.files",
+    "encode_file": "io.files",
+    "demo_model": "training.demo",
     # diffusers is an optional extra (pip install 'wanvae[diffusers]')
-    "WanVAEForDiffusers": "diffusers_adapter",
-    "for_diffusers": "diffusers_adapter",
-    "to_autoencoder_kl_wan": "diffusers_adapter",
+    "WanVAEForDiffusers": "integrations.diffusers",
+    "for_diffusers": "integrations.diffusers",
+    "to_autoencoder_kl_wan": "integrations.diffusers",
 }
 _NEEDS_DIFFUSERS = {"WanVAEForDiffusers", "for_diffusers", "to_autoencoder_kl_wan"}
 
@@ -57,14 +57,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .causal import CausalState
+    from .coding.state import CausalState
     from .config import VAEConfig, preset
-    from .demo import demo_model
-    from .latents import load_latents, save_latents
-    from .model import WanVAE
-    from .pipeline import decode_file, encode_file
-    from .stream import StreamDecoder, StreamEncoder
-    from .weights import CheckpointError, load, save
+    from .training.demo import demo_model
+    from .io.latents import load_latents, save_latents
+    from .model.vae import WanVAE
+    from .io.files import decode_file, encode_file
+    from .coding.stream import StreamDecoder, StreamEncoder
+    from .io.weights import CheckpointError, load, save
 
 # Without the diffusers names: `from wanvae import *` must not import diffusers.
 __all__ = [

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .model import WanVAE
+from .model.vae import WanVAE
 
 
 def peak_rss_mb() -> float:
@@ -50,7 +50,7 @@ def reference_for(vae: WanVAE, device: str | torch.device = "cpu"):
     """diffusers' AutoencoderKLWan with the same weights mapped across."""
     from diffusers import AutoencoderKLWan
 
-    from .weights import diffusers_config, original_to_diffusers
+    from .io.weights import diffusers_config, original_to_diffusers
 
     kwargs = {k: v for k, v in diffusers_config(vae.config).items() if not k.startswith("_")}
     with torch.device(device):

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ..atomic import atomic_path
+from ..io.atomic import atomic_path
 
 INDEX_NAME = "index.jsonl"
 ROW_KEYS = ("source", "start", "frames", "fps", "size", "latent_shape", "output", "status", "error", "caption")

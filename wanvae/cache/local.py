@@ -10,8 +10,9 @@ from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 import torch
 import torch.multiprocessing as mp
 
-from ..weights import load
-from .run import CacheRun, init_worker, load_clip, plan_one
+from ..io.weights import load
+from .record import CacheRun
+from .work import init_worker, load_clip, plan_one
 
 
 def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype, compile: bool = False) -> None:

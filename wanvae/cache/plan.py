@@ -16,8 +16,9 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .. import argtypes, video
-from ..clips import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..io import values
+from ..io import video
+from ..io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 MODES = ("head", "uniform", "slide", "full")
 
@@ -186,10 +187,10 @@ def _row_source(row, base: Path) -> Source:
     return Source(
         str(path if path.is_absolute() else base / path),
         row["path"],
-        start=field_of("start", argtypes.seconds),
-        frames=field_of("frames", argtypes.frame_count),
-        fps=field_of("fps", argtypes.frame_rate),
-        size=field_of("size", argtypes.size),
+        start=field_of("start", values.seconds),
+        frames=field_of("frames", values.frame_count),
+        fps=field_of("fps", values.frame_rate),
+        size=field_of("size", values.size),
         caption=str(row.get("caption") or ""),
     )
 

@@ -12,7 +12,8 @@ import os
 
 import torch
 
-from .run import CacheRun, load_clip, plan_one
+from .record import CacheRun
+from .work import load_clip, plan_one
 
 
 def _ray():
@@ -27,7 +28,7 @@ class _Encoder:
     """Holds one model; encodes decoded clips."""
 
     def __init__(self, weights: str, device: str | None, dtype: str, tile, threads: int, compile: bool = False) -> None:
-        from wanvae.weights import load
+        from ..io.weights import load
 
         torch.set_num_threads(max(1, threads))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import checks, tiling
-from .causal import CausalState, StepContext
+from .. import checks
+from . import tiling
+from .state import CausalState, StepContext
 from .heap import bound_heap
-from .model import WanVAE, sample_posterior
+from ..model.vae import WanVAE, sample_posterior
 from .tiling import TileArg
 
 FRAME_POLICIES = ("error", "trim", "pad")

@@ -19,7 +19,7 @@ def asset(name: str) -> Path:
 def demo_model(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """The small trained model shipped inside the package (same architecture and latent
     layout as Wan 2.1, narrower). Its latents are not Wan's latents."""
-    from .weights import CheckpointError, load
+    from ..io.weights import CheckpointError, load
 
     path = asset(DEMO_WEIGHTS)
     if not path.exists():

@@ -10,7 +10,7 @@ MARKER = ".wanvae-demo"
 
 
 def add_parser(sub, common, model, frames) -> None:
-    from wanvae.argtypes import frame_count, size
+    from ..io.values import frame_count, size
 
     p = sub.add_parser(
         "demo",
@@ -32,10 +32,12 @@ def add_parser(sub, common, model, frames) -> None:
 def run(args) -> int:
     import torch
 
-    import wanvae
-    from wanvae import demo, video
-    from wanvae.atomic import atomic_dir
-    from wanvae.cli import UsageError, chosen_device, say, write_comparison
+    from ..io import video
+    from ..io.atomic import atomic_dir
+    from ..io.files import write_comparison
+    from ..io.weights import load
+    from ..training import demo
+    from .common import UsageError, chosen_device, say
 
     out = Path(args.out)
     if out.exists() and not (out / MARKER).exists() and not args.overwrite:
@@ -46,7 +48,7 @@ def run(args) -> int:
     size = args.size
     device = chosen_device(args)
     if args.weights:
-        vae, which = wanvae.load(args.weights, device=device), Path(args.weights).name
+        vae, which = load(args.weights, device=device), Path(args.weights).name
     else:
         vae, which = demo.demo_model(device=device), "the bundled demo model (its latents are not Wan latents)"
     if args.input:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .causal import StepContext, constant_tail, prepend_history, roll_history, tail_key
+from ..coding.state import StepContext, constant_tail, prepend_history, roll_history, tail_key
 from .kernels import EAGER, REDUCED, Kernels, gain, inverse_norm, norm_input, rms_norm
 from .routes import onednn_routes
 

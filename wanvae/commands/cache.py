@@ -7,14 +7,14 @@ from pathlib import Path
 
 
 def _sizes(text: str) -> tuple[tuple[int, int], ...]:
-    from wanvae.cli import parse_size
+    from ..io.values import size as parse_size
 
     return tuple(parse_size(part) for part in text.split(",") if part)
 
 
 def add_parser(sub, common, model, frames) -> None:
-    from wanvae.argtypes import MAX_FRAMES, frame_count, frame_rate, int_in
-    from wanvae.cli import parse_size
+    from ..io.values import MAX_FRAMES, frame_count, frame_rate, int_in
+    from ..io.values import size as parse_size
 
     p = sub.add_parser(
         "cache",
@@ -43,9 +43,9 @@ def add_parser(sub, common, model, frames) -> None:
 def run(args) -> int:
     import torch
 
-    from wanvae.cache.plan import CacheOptions
-    from wanvae.cache.run import run_cache
-    from wanvae.cli import DTYPES, EXIT_OK, EXIT_PARTIAL, UsageError, check_output, chosen_device, progress_bar, resolve_weights
+    from ..cache.plan import CacheOptions
+    from ..cache.run import run_cache
+    from .common import DTYPES, EXIT_OK, EXIT_PARTIAL, UsageError, check_output, chosen_device, progress_bar, resolve_weights
 
     weights = resolve_weights(args)
     out = Path(args.out)
@@ -53,7 +53,7 @@ def run(args) -> int:
         raise UsageError(f"{out}: exists and is not a folder")
     # The index is rewritten on every run; a manifest of that name in that folder would be lost.
     check_output(out / "index.jsonl", overwrite=True, inputs=(args.source, weights))
-    from wanvae.weights import peek_config
+    from ..io.weights import peek_config
 
     opts = CacheOptions(
         frames=None if args.mode == "full" else args.frames,

@@ -28,9 +28,9 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import Tensor
 
-from .config import PUBLISHED_STATS
-from .model import WanVAE
-from .weights import _config_from_diffusers_json, diffusers_config, original_to_diffusers
+from ..config import PUBLISHED_STATS
+from ..model.vae import WanVAE
+from ..io.weights import _config_from_diffusers_json, diffusers_config, original_to_diffusers
 
 # diffusers' defaults, so `enable_tiling()` with no arguments tiles as diffusers' would.
 DIFFUSERS_TILE = 256
@@ -156,7 +156,7 @@ class WanVAEForDiffusers(ModelMixin, ConfigMixin):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Write an `AutoencoderKLWan` folder (config.json and diffusers-named weights) that
         diffusers' own class reads too; a pipeline's `save_pretrained` lands here."""
-        from .weights import save
+        from ..io.weights import save
 
         if kwargs.get("push_to_hub"):
             raise ValueError("WanVAEForDiffusers.save_pretrained writes a local folder only; push it with huggingface_hub")
@@ -166,7 +166,7 @@ class WanVAEForDiffusers(ModelMixin, ConfigMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs) -> WanVAEForDiffusers:
         """Read a local `AutoencoderKLWan` folder (or any checkpoint `wanvae.load` reads).
         `torch_dtype` is honoured; a pipeline's other loading options do not apply."""
-        from .weights import load
+        from ..io.weights import load
 
         path = Path(pretrained_model_name_or_path) / (subfolder or "")
         if not path.exists():
@@ -195,7 +195,7 @@ def for_diffusers(vae: WanVAE | str | os.PathLike) -> WanVAEForDiffusers:
     The adapter holds `vae` itself (no copy): its weights, device and dtypes are the model's.
     """
     if not isinstance(vae, WanVAE):
-        from .weights import load
+        from ..io.weights import load
 
         vae = load(vae)
     kwargs = {k: v for k, v in diffusers_config(vae.config).items() if not k.startswith("_")}

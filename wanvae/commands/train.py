@@ -46,8 +46,8 @@ def _clip(text: str) -> tuple[int, int, int]:
 
 
 def add_parser(sub, common, model, frames) -> None:
-    from wanvae.argtypes import float_in, int_in, seed
-    from wanvae.cli import parse_size
+    from ..io.values import float_in, int_in, seed
+    from ..io.values import size as parse_size
 
     p = sub.add_parser(
         "train",
@@ -99,9 +99,9 @@ def add_parser(sub, common, model, frames) -> None:
 
 
 def run(args) -> int:
-    from wanvae import config as config_mod
-    from wanvae import train as train_mod
-    from wanvae.cli import UsageError, check_output, chosen_device, progress_bar
+    from .. import config as config_mod
+    from ..training import train as train_mod
+    from .common import UsageError, check_output, chosen_device, progress_bar
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -121,7 +121,7 @@ def run(args) -> int:
     if args.config:
         path = Path(args.config)
         cfg = config_mod.VAEConfig.from_dict(json.loads(path.read_text())) if path.suffix == ".json" else config_mod.preset(args.config)
-    from wanvae.weights import peek_config
+    from ..io.weights import peek_config
 
     model_cfg = cfg or (peek_config(args.out if args.resume else args.init) if (args.init or args.resume) else config_mod.VAEConfig())
     s = model_cfg.spatial_ratio

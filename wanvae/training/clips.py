@@ -14,10 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import video
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".gif", ".m4v"}
+from ..io import video
+from ..io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 
 def load_image(path: str | os.PathLike) -> Tensor:

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import metrics, weights
-from .atomic import atomic_path
-from .causal import CausalState, StepContext
+from .. import metrics
+from ..io import weights
+from ..io.atomic import atomic_path
+from ..coding.state import CausalState, StepContext
 from .clips import ClipSampler, camera_clip, procedural_clip
-from .config import VAEConfig
-from .model import WanVAE
+from ..config import VAEConfig
+from ..model.vae import WanVAE
 
 
 @dataclass

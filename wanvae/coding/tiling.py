@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .causal import CausalState, StepContext
+from .state import CausalState, StepContext
 from .heap import bound_heap
 from .seams import Seams, TilePosition
 

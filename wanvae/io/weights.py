@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import __version__
+from .. import __version__
 from .atomic import atomic_dir, atomic_path
-from .config import WAN22, VAEConfig
-from .model import WanVAE
+from ..config import WAN22, VAEConfig
+from ..model.vae import WanVAE
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 CONFIG_KEY = "wanvae_config"
@@ -506,7 +506,7 @@ def _build(
 
 def _check_room(tensors: Mapping[str, Tensor], dtype: torch.dtype, device, source: str) -> None:
     """Refuse, before allocating, a model the machine has no memory for."""
-    from .tiling import available_memory
+    from ..coding.tiling import available_memory
 
     device = torch.device(device)
     if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
@@ -555,7 +555,7 @@ def peek_config(path: str | os.PathLike) -> VAEConfig:
 
 def fit_report(tensors: Mapping[str, Tensor]) -> str:
     """Why a state dict fits neither released model: what differs from each, in one line."""
-    from .config import preset
+    from ..config import preset
 
     reports = []
     for name in ("wan2.1", "wan2.2"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -12,24 +11,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import __version__, video
-from .latents import load_latents, save_latents
-from .model import WanVAE
-from .stream import StreamDecoder, StreamEncoder
-from .tiling import TileArg
+from .. import __version__
+from . import video
+from .latents import load_latents, metadata_warnings, save_latents
+from .weights import file_sha256
+from ..model.vae import WanVAE
+from ..coding.stream import StreamDecoder, StreamEncoder
+from ..coding.tiling import TileArg
 
 Progress = Callable[[int, int], None]  # (frames done, latent frames done)
 
 # Frames handed to the stream per push: small, so a long video never sits in memory.
 PUSH_FRAMES = 4
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def plan_encode(
@@ -109,7 +102,7 @@ def encode_file(
         progress(done, latents.shape[2])
     meta = clip_metadata(
         source=Path(path).name,
-        source_sha256=sha256_file(path),
+        source_sha256=file_sha256(path),
         start=plan.start,
         frames=plan.count,
         fps=plan.fps,
@@ -236,12 +229,74 @@ def decode_latents_to_file(
     return Path(out)
 
 
+def decode_fps(meta: dict[str, str], config, notes: list[str] | tuple[str, ...] = ()) -> float:
+    """The frame rate a decode writes when none is asked for: the one recorded at encode time,
+    unless `notes` (from `latents.metadata_warnings`) flagged it, else the family's (16 for
+    Wan 2.1, 24 for Wan 2.2)."""
+    recorded = None if any("fps" in n for n in notes) else meta.get("fps")
+    try:
+        return float(recorded) if recorded else float(config.pipeline_fps)
+    except ValueError:
+        return float(config.pipeline_fps)
+
+
 def decode_file(path: str | os.PathLike, vae: WanVAE, out: str | os.PathLike, *, fps: float | None = None, **kw: Any) -> Path:
     """Decode a latents file; the frame rate defaults to the one recorded at encode time."""
     latents, meta = load_latents(path)
     if fps is None:
-        fps = float(meta.get("fps") or vae.config.pipeline_fps)
+        notes = metadata_warnings(meta, tuple(latents.shape), vae.config.spatial_ratio, vae.config.temporal_ratio)
+        fps = decode_fps(meta, vae.config, notes)
     return decode_latents_to_file(latents, vae, out, fps=fps, **kw)
+
+
+def write_comparison(out_dir: Path, original, recon, fps: float) -> dict:
+    """Side-by-side video and PNG strip (original | reconstruction | difference), and the numbers."""
+    from .. import metrics
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p = metrics.psnr(original, recon)
+    s = metrics.ssim(original, recon)
+    diff = ((original - recon).abs() * 4 - 1).clamp(-1, 1)  # amplified x2 in [0, 1] terms
+    side = torch.cat([original, recon, diff], dim=3)  # [3, T, H, 3W]
+    with video.VideoWriter(out_dir / "side_by_side.mp4", fps, overwrite=True) as w:
+        for f in side.unbind(1):
+            w.write(f)
+    with video.VideoWriter(out_dir / "reconstruction.mp4", fps, overwrite=True) as w:
+        for f in recon.unbind(1):
+            w.write(f)
+    picks = sorted({0, side.shape[1] // 2, side.shape[1] - 1})
+    strip = torch.cat([side[:, i] for i in picks], dim=1)  # frames stacked vertically
+    with video.VideoWriter(out_dir / "frames.png", 1.0, overwrite=True) as w:
+        w.write(strip)
+    mse = (original - recon).pow(2).mean()
+    return {
+        "psnr": float(10 * torch.log10(4.0 / mse)),
+        "ssim": float(s.mean()),
+        "psnr_per_frame": [round(float(v), 3) for v in p],
+        "ssim_per_frame": [round(float(v), 5) for v in s],
+        "frames_in_strip": picks,
+    }
+
+
+def holds_latents(path: str | os.PathLike) -> bool:
+    """Whether `path` is a latents file (a tensor named `latents`), read without loading it:
+    what tells `info` a latents file from a checkpoint, and `encode` one from a video."""
+    path = Path(path)
+    if path.suffix not in (".safetensors", ".pt") or not path.is_file():
+        return False
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return "latents" in f.keys()
+        except Exception:
+            return False
+    try:
+        obj = torch.load(str(path), map_location="meta", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(obj, dict) and "latents" in obj
 
 
 __all__ = ["decode_file", "decode_latents_to_file", "encode_file", "load_latents", "plan_encode", "save_latents"]

@@ -13,28 +13,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from . import checks, tiling
-from .causal import CausalState, StepContext
-from .config import VAEConfig
-from .heap import reuse_heap
+from .. import checks
+from ..coding import tiling
+from ..coding.state import CausalState, StepContext
+from ..config import VAEConfig
+from ..coding.heap import reuse_heap
 from .kernels import EAGER, compiled_kernels
-from .tiling import TileArg
-from .layers import (
-    AttentionBlock,
-    AvgDown3d,
-    CausalConv3d,
-    DownLevel,
-    DupUp3d,
-    PointwiseConv3d,
-    Resample,
-    ResidualBlock,
-    RMSNorm,
-    StatefulLayer,
-    UpLevel,
-    patchify,
-    to_layout,
-    unpatchify,
-)
+from ..coding.tiling import TileArg
+from .layers import AttentionBlock, AvgDown3d, CausalConv3d, DownLevel, DupUp3d, PointwiseConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer, UpLevel, patchify, to_layout, unpatchify
 
 TileProgress = Callable[[int, int], None]  # (tiles done, tiles)
 

@@ -25,7 +25,9 @@ from torch import Tensor
 from .atomic import AtomicFile
 
 RESIZE_MODES = ("crop", "pad", "stretch")
+# The one list of what wanvae reads by name: `encode`, `cache` and training search folders with it.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".gif", ".m4v"}
 
 # AVColorSpace codes -> swscale's names. Unknown or unspecified -> BT.601.
 _COLORSPACES = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
@@ -154,7 +156,7 @@ def plan_frames(
 ) -> FramePlan:
     """Pick the source frames: from `start` seconds, resampled to `fps` (nearest frame),
     at most `frames` of them, then made 1 + ratio*k long by `frame_policy`."""
-    from .checks import frame_count_error
+    from ..checks import frame_count_error
 
     name = Path(info.path).name
     if start < 0:
@@ -224,7 +226,7 @@ def target_size(
     if size is not None:
         w, h = size
         if w <= 0 or h <= 0 or w % multiple or h % multiple:
-            from .checks import nearest_sizes
+            from ..checks import nearest_sizes
 
             (w0, h0), (w1, h1) = nearest_sizes(max(w, 1), max(h, 1), multiple)
             raise MediaError(

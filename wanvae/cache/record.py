@@ -1,0 +1,110 @@
+"""What a cache run has done and how it records it: outputs written atomically by the driver
+alone, the index kept whole, a clip redone unless its file holds current latents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..io.atomic import remove_leftovers
+from ..io.files import clip_metadata
+from ..io.latents import save_latents
+from .index import INDEX_NAME, Index, failed_source_row, make_row
+from .plan import CacheOptions, Job, Source, source_stamp
+
+
+@dataclass
+class Summary:
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def clips_per_hour(self) -> float:
+        return 3600 * self.done / self.seconds if self.seconds else 0.0
+
+
+
+class CacheRun:
+    """State shared by the engines: what to do, what is done, and how to record it."""
+
+    def __init__(self, out: Path, opts: CacheOptions, checkpoint_sha256: str, dtype: torch.dtype, progress=None) -> None:
+        self.out, self.opts = Path(out), opts
+        self.checkpoint_sha256, self.dtype = checkpoint_sha256, dtype
+        self.index = Index(self.out)
+        self.summary = Summary()
+        self.progress = progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        # A killed run leaves half-written outputs as hidden temporaries; this run redoes their
+        # clips, so the temporaries would only pile up beside the finished files.
+        for suffix in (".safetensors", Path(INDEX_NAME).suffix):
+            remove_leftovers(self.out, suffix)
+
+    def job_key(self, job: Job) -> str:
+        # Compositing changes the pixels, so it is part of what the output depends on.
+        resize = self.opts.resize if self.opts.alpha == "refuse" else f"{self.opts.resize}+alpha-{self.opts.alpha}"
+        return job.key(self.checkpoint_sha256, str(self.dtype), resize, source_stamp(job.source))
+
+    def is_done(self, job: Job) -> dict | None:
+        """The metadata of a valid, current output for `job`, or None (missing, partial, stale)."""
+        path = self.out / job.output_name
+        if not path.exists():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                shape = f.get_slice("latents").get_shape()
+        except Exception:  # noqa: BLE001 - unreadable: redo it
+            return None
+        return {**meta, "_shape": shape} if meta.get("cache_key") == self.job_key(job) else None
+
+    def planned(self, src: Source, jobs: list[Job] | None, error: str) -> list[Job]:
+        """Record a source's planning result; return its clips still to do."""
+        if jobs is None:
+            self.summary.failed.append((src.rel, error))
+            self.index.put(f"{src.rel}\0plan\0{src.occurrence}", failed_source_row(src.rel, error, src.caption))
+            self._tick()
+            return []
+        todo = []
+        for job in jobs:
+            self.summary.total += 1
+            meta = self.is_done(job)
+            if meta is not None:
+                self.summary.skipped += 1
+                self.index.put(job.output_name, make_row(job, "ok", meta["_shape"]))
+            else:
+                todo.append(job)
+        self._tick()
+        return todo
+
+    def finish(self, job: Job, latents: torch.Tensor | None, facts: dict, error: str) -> None:
+        if latents is None:
+            self.summary.failed.append((f"{job.rel} @ {job.start:g}s", error))
+            self.index.put(job.output_name, make_row(job, "failed", error=error))
+        else:
+            meta = clip_metadata(
+                source=Path(job.source).name, source_sha256=facts["sha256"], start=job.start, frames=job.frames,
+                fps=facts["fps"], source_size=facts["source_size"], size=job.size, resize="center-crop" if job.crop_only else self.opts.resize,
+                frame_policy="error", trimmed=0, padded=0, checkpoint_sha256=self.checkpoint_sha256,
+                dtype=self.dtype, sample=False, seed=None, latent_shape=latents.shape[1:],
+            )
+            meta.update(cache_key=self.job_key(job), caption=job.caption, clip_start_index=str(job.start_index))
+            save_latents(self.out / job.output_name, latents, meta)
+            self.summary.done += 1
+            self.index.put(job.output_name, make_row(job, "ok", latents.shape[1:]))
+        self._tick()
+
+    def close(self) -> Summary:
+        self.index.flush()
+        return self.summary
+
+    def _tick(self) -> None:
+        if self.progress:
+            self.progress(self.summary)
+
