@@ -16,7 +16,7 @@ from torch._dynamo.utils import counters
 
 import wanvae
 from conftest import TINY, random_vae, random_video
-from wanvae.model.vae import routes
+from wanvae.model import routes
 
 TOL = 1e-5
 

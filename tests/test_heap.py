@@ -12,7 +12,7 @@ import pytest
 # The model's modules are loaded first, as in any real pass (the package no longer loads
 # them on import): what else sits in the address space decides where glibc's heap can grow.
 CHURN = """
-import json, resource, torch, wanvae.model, wanvae.coding.heap as h
+import json, resource, torch, wanvae.model.vae, wanvae.coding.heap as h
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -150,6 +150,9 @@ def _cases(w) -> list[Case]:
         Case("encode onto an existing file", [*enc], 2, "already exists", seed={"x.safetensors": "lat"}),
         Case("encode under a file", ["encode", mp4, "-o", "f/x.safetensors", *ck], 2, "is not a folder", seed={"f": "lat"}),
         Case("encode to .mp4", ["encode", mp4, "-o", "x.mp4", *ck], 2, ".safetensors or .pt"),
+        # a folder that refuses files is refused before the encode, whoever runs it (root passes access checks)
+        Case("encode into /proc", ["encode", mp4, "-o", "/proc/x.safetensors", *ck], 2, "cannot write there"),
+        Case("decode into /proc", ["decode", lat, "-o", "/proc/x.mp4", *ck], 2, "cannot write there"),
         # inputs
         Case("encode missing file", ["encode", "nope.mp4", "-o", "x.safetensors", *ck], 2, "nope.mp4"),
         Case("encode text as video", ["encode", str(w["text"]), "-o", "x.safetensors", *ck], 2, "notes.mp4"),

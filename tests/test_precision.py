@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 
 import wanvae
 from conftest import TINY, random_vae, random_video
-from wanvae.model.vae import kernels
-from wanvae.commands.main import build_parser, load_model
+from wanvae.model import kernels
+from wanvae.commands.common import load_model
+from wanvae.commands.main import build_parser
 from wanvae.model.layers import RMSNorm
 from wanvae.metrics import psnr
 

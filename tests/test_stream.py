@@ -123,13 +123,14 @@ def test_stream_memory_does_not_grow_with_length(tile):
     # (wanvae.heap), without which fragmentation lifts RSS slowly whatever it keeps.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
 
-    def peak(frames):
-        out = subprocess.run(
-            [sys.executable, "-c", PEAK_SCRIPT, str(frames), tile], capture_output=True, text=True, check=True, env=env
-        )
-        return json.loads(out.stdout)
-
-    short, long = peak(21), peak(61)
+    # Both lengths at once, one thread each: each process measures only its own peak.
+    runs = [
+        subprocess.Popen([sys.executable, "-c", PEAK_SCRIPT, str(frames), tile], stdout=subprocess.PIPE, text=True, env=env)
+        for frames in (21, 61)
+    ]
+    outs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0]
+    short, long = (json.loads(out) for out in outs)
     assert (short["latents"], long["latents"]) == (6, 16)
     # Holding the clip would add 40 frames x 2.4 MB of pixels alone, more in activations.
     growth_mb = long["peak_mb"] - short["peak_mb"]

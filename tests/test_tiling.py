@@ -79,7 +79,7 @@ def test_decoder_tiles_each_emit_about_a_tile(vae64):
     # 38 px (first) to 226 px (last, which flushes), and the last would hold 3x the state.
     assert vae64.decoder.up_lag() == 98
     h, w = 34, 50
-    grid = vae64._grid(128, 8 * h, 8 * w, part="decoder")
+    grid = vae64.plan("decoder", (1, 16, 2, h, w), 128).grid
     assert grid.cols == (29, 17, 4) and grid.rows == (29, 5)
     z = torch.randn(1, 16, 2, h, w, generator=torch.Generator().manual_seed(55), dtype=torch.float64)
     fmap = vae64.decoder.mid(vae64.conv2(z), tiling.StepContext(tiling.CausalState()))
@@ -165,15 +165,18 @@ def test_time_major_equals_tile_major_and_whole_clips_take_the_smaller(tiny_vae)
     """Both orders run the same ops on the same tile and chunk shapes: equal bit for bit.
     Tile-major keeps every chunk's seams for the next tiles (growing with the clip),
     time-major every tile's state (flat once full): the plan is measured, and long clips switch."""
-    from wanvae.model.vae import MEASURED_FROM_CHUNKS, frame_chunks, tile_order
+    from wanvae.coding.plan import frame_chunks, in_chunks
+    from wanvae.model.vae import MEASURED_FROM_CHUNKS, tile_order
 
     vae = tiny_vae
     n = MEASURED_FROM_CHUNKS
     z = torch.randn(1, 16, n, 8, 32, generator=torch.Generator().manual_seed(56))
-    grid = vae._grid(128, 64, 256, part="decoder")
+    plan = vae.plan("decoder", tuple(z.shape), 128)
+    grid = plan.grid
     assert grid is not None and len(grid) == 2
-    chunks = frame_chunks(n, 1, 1)
-    fmap = vae._in_chunks(vae.decoder.mid, vae.conv2(z), chunks)
+    chunks = plan.chunks(n)
+    assert chunks == frame_chunks(n, 1, 1)  # tiled passes take the shortest chunks
+    fmap = in_chunks(vae.stages("decoder").pre, z, chunks)
     peaks, outs = {}, {}
     for name, driver in (("tile", tiling.tile_major), ("time", tiling.time_major)):
         for k in (4, n):
@@ -184,8 +187,9 @@ def test_time_major_equals_tile_major_and_whole_clips_take_the_smaller(tiny_vae)
     assert peaks["tile", n] > peaks["tile", 4]  # seams pile up
     assert peaks["time", n] == peaks["time", 4]  # flat once every state is full
     bounds = tuple((c.start, c.stop) for c in chunks)
-    order = tile_order(vae.config, "decoder", tuple(fmap.shape), fmap.dtype, grid, 1, bounds, (64, 256))
-    assert order == ("time" if peaks["time", n] < peaks["tile", n] else "tile")
-    assert tile_order(vae.config, "decoder", tuple(fmap[:, :, :2].shape), fmap.dtype, grid, 1, bounds[:2], (64, 256)) == "tile"
+    order = tile_order(vae.config, "decoder", tuple(z.shape), z.dtype, grid, bounds)
+    assert order == ("time" if peaks["time", n] < peaks["tile", n] else "tile") == plan.order
+    assert tile_order(vae.config, "decoder", tuple(z[:, :, :2].shape), z.dtype, grid, bounds[:2]) == "tile"
     long = tuple((c.start, c.stop) for c in frame_chunks(200, 1, 1))
-    assert tile_order(vae.config, "decoder", (1, fmap.shape[1], 200, *fmap.shape[3:]), fmap.dtype, grid, 1, long, (64, 256)) == "time"
+    assert tile_order(vae.config, "decoder", (1, 16, 200, *z.shape[3:]), z.dtype, grid, long) == "time"
+    assert vae.plan("decoder", (1, 16, 200, *z.shape[3:]), 128).order == "time"

@@ -228,7 +228,7 @@ def test_tiled_equals_untiled_on_3x3_tiles_in_float64(vae22_64):
     ref = vae22_64.encode(x)
     torch.testing.assert_close(vae22_64.encode(x, tile=tile), ref, atol=1e-12, rtol=0)
     z = torch.randn(1, 48, 2, height // 16, width // 16, generator=torch.Generator().manual_seed(34), dtype=torch.float64)
-    grid = vae22_64._grid(tile, height, width, part="decoder")
+    grid = vae22_64.plan("decoder", tuple(z.shape), tile).grid
     assert (len(grid.rows), len(grid.cols)) == (3, 3)
     ref = vae22_64.decode(z, clamp=False)
     torch.testing.assert_close(vae22_64.decode(z, clamp=False, tile=tile), ref, atol=1e-12, rtol=0)
@@ -329,12 +329,12 @@ def test_a_saved_folder_has_the_permissions_of_a_plain_mkdir(vae22, tmp_path):
 
 
 def test_wide_convs_run_from_the_blocked_layout_and_give_the_same_numbers():
-    from wanvae.model.layers import _blocked_is_faster, conv3d
+    from wanvae.model.routes import blocked_is_faster, conv3d
 
     g = torch.Generator().manual_seed(9)
     x = torch.randn(1, 1024, 4, 6, 7, generator=g).contiguous(memory_format=torch.channels_last_3d)
     w = torch.randn(16, 1024, 3, 3, 3, generator=g) / 96
-    assert _blocked_is_faster(x) and not _blocked_is_faster(x[:, :384])
+    assert blocked_is_faster(x) and not blocked_is_faster(x[:, :384])
     y = conv3d(x, w, None, padding=(0, 1, 1))
     assert y.is_contiguous(memory_format=torch.channels_last_3d)  # the layout the next layer expects
     torch.testing.assert_close(y, torch.nn.functional.conv3d(x.contiguous(), w, padding=(0, 1, 1)), atol=1e-5, rtol=0)

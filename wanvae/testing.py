@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks: random weights at a sane scale, diffusers as the reference.
+"""Test support, not the public API: random weights at a sane scale, diffusers as the reference.
 
 Not used by the library itself. diffusers is imported only when a reference is asked for.
 """

@@ -13,10 +13,13 @@ Along an axis with a single tile nothing is handed on and the conv pads as usual
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .state import CausalState, StepContext, zeros_along
 
 H_DIM, W_DIM = 3, 4  # [B, C, T, H, W]
 
@@ -126,18 +129,39 @@ def _pad(x: Tensor, dim: int, lo: int, hi: int) -> Tensor:
         return x
     parts = []
     if lo:
-        parts.append(_zeros(x, dim, lo))
+        parts.append(zeros_along(x, dim, lo))
     parts.append(x)
     if hi:
-        parts.append(_zeros(x, dim, hi))
+        parts.append(zeros_along(x, dim, hi))
     return torch.cat(parts, dim=dim)
 
 
-def _zeros(x: Tensor, dim: int, n: int) -> Tensor:
-    """Zeros shaped like x but n long along dim, in x's memory layout (so a cat keeps it)."""
-    shape = list(x.shape)
-    shape[dim] = n
-    z = x.new_zeros(shape)
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
-        z = z.contiguous(memory_format=torch.channels_last_3d)
-    return z
+class TileContext(StepContext):
+    """A step on one spatial tile: the same questions as `StepContext`, answered with the
+    seams this tile takes from its upper and left neighbours and hands to the others."""
+
+    whole_frames = False
+
+    def __init__(
+        self, state: CausalState, seams: Seams, tile: TilePosition, record: bool = True,
+        on_layer: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(state, record, on_layer=on_layer)
+        self.seams, self.tile = seams, tile
+
+    def conv_input(self, x: Tensor, key: str, pad: int) -> tuple[Tensor, tuple[int, int, int]]:
+        if not pad:
+            return x, (0, 0, 0)
+        return self.seams.extend(x, self.tile, key, 2 * pad + 1, 1, pad, pad), self.tile.conv_padding(pad)
+
+    def window_input(self, x: Tensor, key: str, kernel: int, stride: int, pad_lo: int, pad_hi: int) -> Tensor:
+        return self.seams.extend(x, self.tile, key, kernel, stride, pad_lo, pad_hi, conv_pads=False)
+
+    def delay(self, x: Tensor, key: str, lag: int) -> Tensor:
+        return self.seams.delay(x, self.tile, key, lag)
+
+    def align(self, x: Tensor, key: str, like: Tensor) -> Tensor:
+        return self.seams.align(x, self.tile, key, like)
+
+    def add_branch(self, y: Tensor, branch, x: Tensor) -> Tensor:
+        return y.add_(self.align(branch(x, self), branch.state_key + ".align", y))

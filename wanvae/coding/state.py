@@ -10,13 +10,14 @@ copied, compared, saved and restored; a step never mutates the state it was give
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import torch
 from torch import Tensor
 
-from .heap import release
+CHANNELS_LAST = torch.channels_last_3d
 
 
 def _frozen(d: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
@@ -74,12 +75,13 @@ class CausalState:
         return cls(int(tensors["frames_seen"].item()), history)
 
 
-def zeros_frames(x: Tensor, frames: int) -> Tensor:
-    """`frames` zero frames shaped like x's, in x's memory layout (so a cat keeps it)."""
-    b, c, _, h, w = x.shape
-    z = x.new_zeros(b, c, frames, h, w)
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
-        z = z.contiguous(memory_format=torch.channels_last_3d)
+def zeros_along(x: Tensor, dim: int, n: int) -> Tensor:
+    """Zeros shaped like x but `n` long along `dim`, in x's memory layout (so a cat keeps it)."""
+    shape = list(x.shape)
+    shape[dim] = n
+    z = x.new_zeros(shape)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=CHANNELS_LAST):
+        z = z.contiguous(memory_format=CHANNELS_LAST)
     return z
 
 
@@ -91,7 +93,7 @@ def prepend_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
     have = 0 if history is None else history.shape[2]
     parts = []
     if have < lookback:
-        parts.append(zeros_frames(x, lookback - have))
+        parts.append(zeros_along(x, 2, lookback - have))
     if have:
         parts.append(history)
     if not parts:
@@ -124,14 +126,23 @@ def roll_history(x: Tensor, history: Tensor | None, lookback: int) -> Tensor:
 
 
 class StepContext:
-    """What one step of a coder reads and writes: the incoming state and the new history.
+    """What one step of a coder reads and writes over whole frames: the incoming state, the
+    new history, and the answers a layer asks of tiling, which for whole frames are "nothing
+    to hand on" (a `seams.TileContext` answers them for one tile).
 
     Lives for one call. The incoming state is only read; layers put their new look-back
     frames into `updates`, which become the outgoing state. With `record=False` (one-pass
-    coding, where no later step follows) nothing is kept.
+    coding, where no later step follows) nothing is kept. `on_layer`, given by the driver
+    that owns the pass, runs as each stateful layer starts (the bounded passes hand the
+    heap's free pages back there: see `heap.release`).
     """
 
-    def __init__(self, state: CausalState, record: bool = True, seams=None, tile=None, skip_constant: bool = False) -> None:
+    # Whole frames: a layer may write its conv's input in place (a tile's needs its seams first).
+    whole_frames = True
+
+    def __init__(
+        self, state: CausalState, record: bool = True, *, skip_constant: bool = False, on_layer: Callable[[], None] | None = None
+    ) -> None:
         self.frames_seen = state.frames_seen
         # A shallow copy, emptied as layers read it: when the caller hands over its only
         # reference to `state`, each layer's old history is freed as soon as the layer has
@@ -141,10 +152,8 @@ class StepContext:
         self.record = record
         # Let temporal layers compute one frame when their whole window is one repeated frame.
         self.skip_constant = skip_constant
+        self.on_layer = on_layer
         self.updates: dict[str, Tensor] = {}
-        # Set when this step runs on one spatial tile (see seams.py); None for whole frames.
-        self.seams = seams
-        self.tile = tile
 
     @property
     def at_start(self) -> bool:
@@ -152,12 +161,9 @@ class StepContext:
         return self.frames_seen == 0
 
     def history(self, key: str) -> Tensor | None:
-        """The layer's look-back frames; each layer reads its own once per step.
-
-        Also where a bounded pass hands the heap's free pages back (`heap.release`), layer
-        by layer, once a whole-clip pass has grown the heap.
-        """
-        release()
+        """The layer's look-back frames; each layer reads its own once per step."""
+        if self.on_layer is not None:
+            self.on_layer()
         return self._unread.pop(key, None)
 
     def has_history(self, key: str) -> bool:
@@ -174,3 +180,43 @@ class StepContext:
         # Layers that saw no frames this step keep their old history.
         merged = {**self._unread, **self.updates}
         return CausalState(self.frames_seen + frames_consumed, merged)
+
+    # ---- what a spatial layer asks of tiling: for whole frames, nothing is handed on ---------
+    def conv_input(self, x: Tensor, key: str, pad: int) -> tuple[Tensor, tuple[int, int, int]]:
+        """A k x k conv's input (k = 2 * pad + 1) and the (T, H, W) padding the conv itself
+        adds: whole frames are padded by the conv (oneDNN pads faster than a padded copy)."""
+        return x, (0, pad, pad)
+
+    def window_input(self, x: Tensor, key: str, kernel: int, stride: int, pad_lo: int, pad_hi: int) -> Tensor:
+        """The input of a window op that pads nothing itself (a stride-2 conv, a pooling),
+        zero-padded by `pad_lo` before and `pad_hi` after along H and W."""
+        return pad_hw(x, pad_lo, pad_hi)
+
+    def delay(self, x: Tensor, key: str, lag: int) -> Tensor:
+        """A skip path lined up with a branch that trails it by `lag` positions: as it is."""
+        return x
+
+    def align(self, x: Tensor, key: str, like: Tensor) -> Tensor:
+        """A branch that runs ahead of `like`, held back to `like`'s positions: as it is."""
+        return x
+
+    def add_branch(self, y: Tensor, branch, x: Tensor) -> Tensor:
+        """`y + branch(x)` in place, the branch lined up with `y`: here through the branch's
+        own `add_to`, which never makes the branch's output whole."""
+        return branch.add_to(y, x, self)
+
+
+def pad_hw(x: Tensor, lo: int, hi: int) -> Tensor:
+    """`x` with `lo` zero rows and columns before and `hi` after, in x's layout, written into
+    one buffer whose border alone is zeroed (zeroing all of it first, then copying x over
+    it, was 3% of an image's encode)."""
+    if not lo and not hi:
+        return x
+    b, c, t, h, w = x.shape
+    layout = torch.contiguous_format if x.is_contiguous() else CHANNELS_LAST
+    out = torch.empty(b, c, t, lo + h + hi, lo + w + hi, dtype=x.dtype, device=x.device, memory_format=layout)
+    for rows, cols in ((slice(0, lo), slice(None)), (slice(lo + h, None), slice(None)),
+                       (slice(lo, lo + h), slice(0, lo)), (slice(lo, lo + h), slice(lo + w, None))):
+        out[:, :, :, rows, cols].zero_()
+    out[:, :, :, lo : lo + h, lo : lo + w] = x
+    return out

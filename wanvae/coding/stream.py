@@ -1,21 +1,24 @@
 """StreamEncoder and StreamDecoder: push frames in any split, get final latents (or pixels).
 
-A stream cuts what it is given into the same time chunks as the whole-clip `encode` and
-`decode` calls (the first frame alone, then fixed-size chunks), so any split of pushes
-gives exactly the numbers of one call on the whole clip. Memory holds at most one chunk
-of input plus the causal state, whatever the stream's length.
+A stream cuts what it is given into the chunks of the coder's `PassPlan`, the very chunks
+a whole-clip `encode` or `decode` runs, and steps them through a `plan.Stepper`, so any
+split of pushes gives exactly the numbers of one call on the whole clip. Memory holds at
+most one chunk of input plus the causal state, whatever the stream's length.
+
+A coder is anything with the public methods used here (`require`, `plan`, `stages`,
+`part_dtype`, `latents_from`, `denormalize`, and a `config` with the ratios): the streams
+never ask which model runs.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
 from .. import checks
-from . import tiling
-from .state import CausalState, StepContext
-from .heap import bound_heap
-from ..model.vae import WanVAE, sample_posterior
+from .plan import Stepper
 from .tiling import TileArg
 
 FRAME_POLICIES = ("error", "trim", "pad")
@@ -71,7 +74,7 @@ class StreamEncoder:
 
     def __init__(
         self,
-        vae: WanVAE,
+        vae,
         tile: TileArg = None,
         frame_policy: str = "error",
         *,
@@ -95,29 +98,22 @@ class StreamEncoder:
         self.closed = False
         self._shape: tuple[int, int, int] | None = None
         self._chunker: _Chunker | None = None
-        self._state = CausalState()  # untiled: the whole encoder; tiled: middle and head
-        self._tiles: tiling.TiledStep | None = None
+        self._stepper: Stepper | None = None
         self._last: Tensor | None = None
-        if vae.device.type == "cpu":
-            bound_heap()  # a long stream would otherwise fragment the heap chunk after chunk
 
     @property
     def state_nbytes(self) -> int:
         """Bytes of causal state the stream holds (all tiles together)."""
-        return self._state.nbytes + (self._tiles.nbytes if self._tiles else 0)
+        return self._stepper.nbytes if self._stepper else 0
 
     def _setup(self, x: Tensor) -> None:
         b, _, _, h, w = x.shape
         self._shape = (b, h, w)
-        vae, r = self.vae, self.vae.config.temporal_ratio
-        grid = vae._grid(self.tile, h, w)
-        if grid is None:
-            area = h * w
-        else:
-            self._tiles = tiling.TiledStep(grid)
-            area = max(grid.rows) * max(grid.cols) * vae.config.spatial_ratio**2
-        step = self.chunk or vae._chunk_frames(int(b * vae.config.encoder_width * area * x.element_size()), r, tiled=self._tiles is not None)
-        self._chunker = _Chunker(1, step)
+        plan = self.vae.plan("encoder", (b, x.shape[1], 0, h, w), self.tile)
+        if self.chunk:
+            plan = replace(plan, step=self.chunk)
+        self._stepper = Stepper(self.vae.stages("encoder"), plan)
+        self._chunker = _Chunker(plan.first, plan.step)
 
     @torch.no_grad()
     def push(self, frames: Tensor) -> Tensor:
@@ -160,22 +156,7 @@ class StreamEncoder:
 
     def _run(self, chunks: list[Tensor], like: Tensor) -> Tensor:
         vae = self.vae
-        outs = []
-        for chunk in chunks:
-            n = chunk.shape[2]
-            # The step's context takes the stream's only reference to its state, so each
-            # layer's old history is freed as soon as it is used (see StepContext).
-            ctx, self._state = StepContext(self._state), None
-            if self._tiles is None:
-                mean, logvar = vae._moments(vae._encode_chunk(chunk, ctx), projected=True)
-            else:
-                s = vae.config.spatial_ratio
-                fmap = self._tiles(vae.encoder.down, chunk, s, (chunk.shape[3] // s, chunk.shape[4] // s))
-                mean, logvar = vae._moments(vae.encoder.mid_head(fmap, ctx))
-            self._state = ctx.result(n)
-            if self.sample:
-                mean = sample_posterior(mean, logvar, self.generator)
-            outs.append(vae.normalize(mean))
+        outs = [vae.latents_from(self._stepper(chunk), sample=self.sample, generator=self.generator) for chunk in chunks]
         if not outs:
             b, h, w = self._shape
             s = vae.config.spatial_ratio
@@ -192,7 +173,7 @@ class StreamDecoder:
     what is still held back (pushes are cut into the whole-clip decode's chunks).
     """
 
-    def __init__(self, vae: WanVAE, tile: TileArg = None, *, clamp: bool = True) -> None:
+    def __init__(self, vae, tile: TileArg = None, *, clamp: bool = True) -> None:
         vae.require("decoder")
         self.vae, self.tile, self.clamp = vae, tile, clamp
         self.latents_in = 0
@@ -200,27 +181,19 @@ class StreamDecoder:
         self.closed = False
         self._shape: tuple[int, int, int] | None = None
         self._chunker: _Chunker | None = None
-        self._state = CausalState()  # untiled: the whole decoder; tiled: conv1 and middle
-        self._tiles: tiling.TiledStep | None = None
-        if vae.device.type == "cpu":
-            bound_heap()  # a long stream would otherwise fragment the heap chunk after chunk
+        self._stepper: Stepper | None = None
 
     @property
     def state_nbytes(self) -> int:
-        return self._state.nbytes + (self._tiles.nbytes if self._tiles else 0)
+        """Bytes of causal state the stream holds (all tiles together)."""
+        return self._stepper.nbytes if self._stepper else 0
 
     def _setup(self, z: Tensor) -> None:
-        vae = self.vae
         b, _, _, h, w = z.shape
         self._shape = (b, h, w)
-        s, r = vae.config.spatial_ratio, vae.config.temporal_ratio
-        grid = vae._grid(self.tile, h * s, w * s, part="decoder")
-        if grid is None:
-            area = h * w * s * s
-        else:
-            self._tiles = tiling.TiledStep(grid)
-            area = max(grid.rows) * max(grid.cols) * s * s
-        self._chunker = _Chunker(1, vae._chunk_frames(int(b * vae.config.decoder_width * r * area * z.element_size()), 1, tiled=self._tiles is not None))
+        plan = self.vae.plan("decoder", (b, z.shape[1], 0, h, w), self.tile)
+        self._stepper = Stepper(self.vae.stages("decoder"), plan)
+        self._chunker = _Chunker(plan.first, plan.step)
 
     @torch.no_grad()
     def push(self, latents: Tensor) -> Tensor:
@@ -249,14 +222,7 @@ class StreamDecoder:
         s = vae.config.spatial_ratio
         outs = []
         for z in chunks:
-            ctx, self._state = StepContext(self._state), None  # as in StreamEncoder._run
-            if self._tiles is None:
-                video = vae._decode_chunk(z, ctx)
-                self._state = ctx.result(z.shape[2])
-            else:
-                fmap = vae.decoder.mid(vae.conv2(z), ctx)
-                self._state = ctx.result(z.shape[2])
-                video = self._tiles(vae.decoder.up, fmap, 1, (z.shape[3] * s, z.shape[4] * s))
+            video = self._stepper(z)
             outs.append(video.clamp_(-1.0, 1.0) if self.clamp else video)
         if not outs:
             b, h, w = self._shape or (1, 0, 0)

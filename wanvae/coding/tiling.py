@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .heap import bound_heap, release
+from .seams import Seams, TileContext, TilePosition
 from .state import CausalState, StepContext
-from .heap import bound_heap
-from .seams import Seams, TilePosition
 
 # A tile must reach further than the layers' lag (about 9 latent positions for Wan 2.1),
 # so every tile hands on and emits something: at least this many latent positions.
@@ -172,7 +172,8 @@ def tile_major(
         block = x[:, :, :, rows.start * scale_in : rows.stop * scale_in, cols.start * scale_in : cols.stop * scale_in]
         t0 = 0
         for c, frames in enumerate(chunks):
-            ctx = StepContext(state, record=c < len(chunks) - 1, seams=seams, tile=TilePosition(i, j, len(grid.rows), len(grid.cols), c))
+            tile = TilePosition(i, j, len(grid.rows), len(grid.cols), c)
+            ctx = TileContext(state, seams, tile, record=c < len(chunks) - 1, on_layer=release)
             state = None  # the context's is the only reference: old histories go as used
             y = run(block[:, :, frames], ctx)
             state = ctx.result(frames.stop - frames.start)
@@ -243,7 +244,7 @@ class TiledStep:
         out: Tensor | None = None
         rows_n, cols_n = len(self.grid.rows), len(self.grid.cols)
         for i, j, rows, cols in self.grid.blocks():
-            ctx = StepContext(self.states.pop((i, j)), seams=seams, tile=TilePosition(i, j, rows_n, cols_n, self.chunk))
+            ctx = TileContext(self.states.pop((i, j)), seams, TilePosition(i, j, rows_n, cols_n, self.chunk), on_layer=release)
             y = run(x[:, :, :, rows.start * scale_in : rows.stop * scale_in, cols.start * scale_in : cols.stop * scale_in], ctx)
             self.states[i, j] = ctx.result(x.shape[2])
             if self.meter is not None:

@@ -1,1 +1,1 @@
-
+"""wanvae inside other libraries (diffusers)."""

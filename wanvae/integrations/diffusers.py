@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..config import PUBLISHED_STATS
 from ..model.vae import WanVAE
-from ..io.weights import _config_from_diffusers_json, diffusers_config, original_to_diffusers
+from ..io.weights import config_from_diffusers_json, diffusers_config, original_to_diffusers
 
 # diffusers' defaults, so `enable_tiling()` with no arguments tiles as diffusers' would.
 DIFFUSERS_TILE = 256
@@ -67,7 +67,7 @@ class WanVAEForDiffusers(ModelMixin, ConfigMixin):
             # defaults are the published Wan 2.1 statistics, 48-channel ones for Wan 2.2).
             mean, std = PUBLISHED_STATS.get(z_dim, ([0.0] * z_dim, [1.0] * z_dim))
             self.register_to_config(latents_mean=list(latents_mean or mean), latents_std=list(latents_std or std))
-        self.wan = WanVAE(_config_from_diffusers_json(self.config))
+        self.wan = WanVAE(config_from_diffusers_json(self.config))
         # Read directly by WanVideoToVideoPipeline (diffusers' spelling).
         self.temperal_downsample = list(temperal_downsample)
         self.z_dim = z_dim

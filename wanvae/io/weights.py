@@ -286,14 +286,14 @@ def _infer_config_diffusers(tensors: Mapping[str, Tensor], metadata: Mapping[str
     """Enough of the config to map diffusers names (num_res_blocks decides the decoder indices)."""
     if "diffusers_config" in metadata:
         c = json.loads(metadata["diffusers_config"])
-        return _config_from_diffusers_json(c)
+        return config_from_diffusers_json(c)
     n = 1 + max(int(m.group(1)) for k in tensors if (m := re.match(r"decoder\.up_blocks\.0\.resnets\.(\d+)\.", k)))
     if any(".downsampler." in k for k in tensors):  # Wan 2.2's residual blocks
         return dataclasses.replace(WAN22, num_res_blocks=n - 1)
     return VAEConfig(num_res_blocks=n - 1)
 
 
-def _config_from_diffusers_json(c: Mapping) -> VAEConfig:
+def config_from_diffusers_json(c: Mapping) -> VAEConfig:
     base = VAEConfig()
     residual = bool(c.get("is_residual", False))
     return VAEConfig(
@@ -320,7 +320,7 @@ def infer_config(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | No
     if CONFIG_KEY in metadata:
         return VAEConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
     if "diffusers_config" in metadata:
-        return _config_from_diffusers_json(json.loads(metadata["diffusers_config"]))
+        return config_from_diffusers_json(json.loads(metadata["diffusers_config"]))
     if any(k.startswith("encoder.downsamples.0.downsamples.") for k in tensors):
         return _infer_levels(tensors)
     dim = tensors["encoder.conv1.weight"].shape[0]
@@ -472,7 +472,7 @@ def _load_module(module: torch.nn.Module, device, dtype, parts: str, keep: KeyFi
         return module.to(device=device, dtype=dtype).eval()
     if type(module).__name__ != "AutoencoderKLWan":
         raise CheckpointError(f"cannot load a {type(module).__name__}: expected a checkpoint path, a WanVAE or diffusers' AutoencoderKLWan")
-    cfg = _config_from_diffusers_json(dict(module.config))
+    cfg = config_from_diffusers_json(dict(module.config))
     tensors = {diffusers_to_original(k, cfg): v.detach() for k, v in module.state_dict().items()}
     tensors = {k: (v if keep is None or keep(k) else v.to("meta")) for k, v in tensors.items()}
     return _build(cfg, tensors, f"the {type(module).__name__} object", True, device, dtype, parts, keep)

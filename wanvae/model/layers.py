@@ -16,60 +16,7 @@ from torch import Tensor, nn
 
 from ..coding.state import StepContext, constant_tail, prepend_history, roll_history, tail_key
 from .kernels import EAGER, REDUCED, Kernels, gain, inverse_norm, norm_input, rms_norm
-from .routes import onednn_routes
-
-
-_MKLDNN_CONV = getattr(torch, "mkldnn_convolution", None)
-
-
-CHANNELS_LAST = torch.channels_last_3d
-
-
-def _blocked_is_faster(x: Tensor) -> bool:
-    """Whether a conv of `x` runs faster from PyTorch's default layout, which oneDNN reorders
-    to its blocked one, than from channels-last, counting the two copies between layouts.
-
-    oneDNN's channels-last kernels fall behind at 1024 input channels at any frame size
-    (1024 -> 512 at 160x88: 147 against 193 GFLOP/s with the copies; 1024 -> 1024 at 80x44:
-    152 against 215) and at 512 on small maps (512 -> 512 at 64x64 inside the Wan 2.2
-    decoder: 156 against 221); at 96-384 channels, all of Wan 2.1, channels-last wins or ties
-    (96 at 128x128: 225 against 182). AMD EPYC, 2 threads; Wan 2.2's decoder is the model
-    with such layers.
-    """
-    c, hw = x.shape[1], x.shape[3] * x.shape[4]
-    return c >= 1024 or (c >= 512 and hw <= 64 * 64)
-
-
-def to_layout(x: Tensor) -> Tensor:
-    """Activations live channels-last ([B, C, T, H, W] stored as B, T, H, W, C): oneDNN's
-    native layout, so convs skip their reorders (507 vs 291 GFLOP/s for a 96-channel 3x3x3
-    conv at 128x128 here), and the RMS norm reduces over contiguous channels."""
-    return x.contiguous(memory_format=CHANNELS_LAST)
-
-
-def conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=(1, 1, 1), padding=(0, 0, 0)) -> Tensor:
-    """F.conv3d, sent straight to oneDNN for float32 CPU inference.
-
-    PyTorch's own dispatch sends convs with a small B*C*T*H (few channels: the RGB input
-    conv, narrow configs, thin tiles) to its naive `slow_conv3d`, 5-15x slower here.
-    `routes.generic_path()` turns this off (and torch.compile never traces it).
-    """
-    if (
-        _MKLDNN_CONV is not None
-        and onednn_routes()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-    ):
-        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last_3d)):
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        if _blocked_is_faster(x) and not x.is_contiguous():
-            y = _MKLDNN_CONV(x.contiguous(), weight, bias, padding, stride, (1, 1, 1), 1)
-            return y.contiguous(memory_format=torch.channels_last_3d)
-        return _MKLDNN_CONV(x, weight, bias, padding, stride, (1, 1, 1), 1)
-    return F.conv3d(x, weight, bias, stride=stride, padding=padding)
+from .routes import CHANNELS_LAST, conv3d, to_layout
 
 
 class PointwiseConv3d(nn.Conv3d):
@@ -93,6 +40,14 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
 
     Spatial padding is done by the conv itself (oneDNN is faster that way than on a
     pre-padded copy); the temporal padding is the layer's history, zeros at stream start.
+    `forward` picks one of four paths, each a method of its own and each equal to the
+    plain one (`history_conv`) on its inputs:
+
+    - `fused_input_conv`: the norm before the conv writes into the conv's input buffer,
+      right after the look-back frames (whole frames, no autograd);
+    - `first_frame_conv`: nothing to look back on and one frame: a 2D conv;
+    - `constant_tail_conv`: image-to-video conditioning, a repeated frame computed once;
+    - `history_conv`: the look-back frames prepended, one 3D conv.
     """
 
     def __init__(self, in_dim: int, out_dim: int, kernel: tuple[int, int, int], spatial_pad: int) -> None:
@@ -100,45 +55,57 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
         self.lookback = kernel[0] - 1
 
     def forward(self, x: Tensor, ctx: StepContext, pre: RMSNorm | None = None, overwrite: bool = False) -> Tensor:  # [B, C, T, H, W]
-        """The conv of SiLU(pre(x)) (`pre`: the norm before it; `overwrite`: x may hold its output).
-
-        Given `pre`, the conv's input is built in one buffer where it can: the look-back
-        frames, then `pre` writing its output right after them, instead of `pre` making a
-        tensor that a concatenation then copies (a full-size copy per conv: the
-        concatenations were 5% of an encode's profile, though the wall-clock gain on its
-        own was within run-to-run noise). Compiled kernels write that buffer themselves.
-        """
+        """The conv of SiLU(pre(x)) (`pre`: the norm before it; `overwrite`: x may hold its output)."""
         tail = ctx.history(tail_key(self.state_key))  # read always: valid only for the next step
+        if pre is not None and self.fuses_input(x, ctx):
+            return self.fused_input_conv(x, ctx.history(self.state_key), ctx, pre, overwrite)
         if pre is not None:
-            if (
-                self.lookback and ctx.seams is None and not ctx.skip_constant and not torch.is_grad_enabled()
-                and (x.shape[2] > 1 or ctx.has_history(self.state_key))  # else the 2D first-frame conv below
-            ):
-                return self._conv_with_lead(x, ctx.history(self.state_key), ctx, pre, overwrite)
             x = pre.silu(x, overwrite=overwrite)
-        pad = self.padding[1]
-        padding = self.padding
-        if pad and ctx.seams is not None:
-            x = ctx.seams.extend(x, ctx.tile, self.state_key, 2 * pad + 1, 1, pad, pad)
-            padding = ctx.tile.conv_padding(pad)
+        x, padding = ctx.conv_input(x, self.state_key, self.padding[1])
         history = ctx.history(self.state_key)
         if self.lookback and ctx.record:
             ctx.keep(self.state_key, roll_history(x, history, self.lookback))
         if history is None and x.shape[2] == 1 and self.lookback:
-            # Zero look-back: only the kernel's last temporal slice touches real data, so
-            # the first frame of a stream (and every image) is a 2D conv at a third the cost.
-            y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, padding=padding[1:])
-            return y.unsqueeze(2)
+            return self.first_frame_conv(x, padding)
+        frames = x.shape[2]
         # Rebinding frees the un-prepended input before the conv allocates its output.
-        t = x.shape[2]
         x = prepend_history(x, history, self.lookback)
         del history
-        conv = lambda s: conv3d(s, self.weight, self.bias, padding=padding)  # noqa: E731
         if ctx.skip_constant and self.lookback:
-            return conv_constant_tail(conv, x, t, 1, self.lookback + 1, tail, ctx, tail_key(self.state_key))
-        return conv(x)
+            return self.constant_tail_conv(x, frames, padding, tail, ctx)
+        return self.history_conv(x, padding)
 
-    def _conv_with_lead(self, x: Tensor, history: Tensor | None, ctx: StepContext, pre: RMSNorm, overwrite: bool) -> Tensor:
+    def fuses_input(self, x: Tensor, ctx: StepContext) -> bool:
+        """Whether the norm's output may be written into the conv's input buffer: on whole
+        frames (a tile's input takes its seams first), with no autograd graph to keep and
+        no constant tail to find, and unless this is the 2D first-frame case."""
+        return bool(
+            self.lookback and ctx.whole_frames and not ctx.skip_constant and not torch.is_grad_enabled()
+            and (x.shape[2] > 1 or ctx.has_history(self.state_key))
+        )
+
+    def history_conv(self, s: Tensor, padding: tuple[int, int, int]) -> Tensor:
+        """The plain path: `s` is the look-back frames then the step's frames."""
+        return conv3d(s, self.weight, self.bias, padding=padding)
+
+    def first_frame_conv(self, x: Tensor, padding: tuple[int, int, int]) -> Tensor:
+        """One frame with zero look-back: only the kernel's last temporal slice touches real
+        data, so the stream's first frame (and every image) is a 2D conv at a third the cost."""
+        y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, padding=padding[1:])
+        return y.unsqueeze(2)
+
+    def constant_tail_conv(self, s: Tensor, frames: int, padding: tuple[int, int, int], tail: Tensor | None, ctx: StepContext) -> Tensor:
+        """`history_conv` of `s` with the frames of its constant tail computed once (see
+        `conv_constant_tail`); `frames` outputs."""
+        run = lambda v: self.history_conv(v, padding)  # noqa: E731
+        return conv_constant_tail(run, s, frames, 1, self.lookback + 1, tail, ctx, tail_key(self.state_key))
+
+    def fused_input_conv(self, x: Tensor, history: Tensor | None, ctx: StepContext, pre: RMSNorm, overwrite: bool) -> Tensor:
+        """The conv of SiLU(pre(x)) after the look-back frames, `pre` writing its output into
+        the conv's input buffer instead of making a tensor that a concatenation then copies
+        (a full-size copy per conv: the concatenations were 5% of an encode's profile,
+        though the wall-clock gain on its own was within run-to-run noise). Compiled
+        kernels write that buffer themselves."""
         b, c, t, h, w = x.shape
         lead, have = self.lookback, 0 if history is None else history.shape[2]
         if pre.kernels.compiled or torch.compiler.is_compiling():  # functional code traces whole
@@ -222,9 +189,8 @@ class ResidualBlock(StatefulLayer):
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
         norm1, _, conv1, norm2, _, drop, conv2 = self.residual  # SiLUs fused into the norms
-        h = self.shortcut(x)
-        if ctx.seams is not None:  # on a tile the two convs lag by one position each
-            h = ctx.seams.delay(h, ctx.tile, self.state_key + ".shortcut", lag=2)
+        # On a tile the two convs lag by one position each: the shortcut waits for them.
+        h = ctx.delay(self.shortcut(x), self.state_key + ".shortcut", lag=2)
         y = conv1(x, ctx, pre=norm1)
         # conv1's output is needed only here: normalised in place where no buffer takes
         # it, and gone before conv2 allocates (one full-size tensor fewer at the peak).
@@ -293,15 +259,13 @@ def conv_constant_tail(
     return out
 
 
-def _conv_frames(
-    conv: nn.Conv2d, x: Tensor, padding: tuple[int, int, int], ctx: StepContext | None = None, key: str = ""
-) -> Tensor:
+def _conv_frames(conv: nn.Conv2d, x: Tensor, padding: tuple[int, int, int], ctx: StepContext, key: str) -> Tensor:
     """A Conv2d applied to every frame of [B, C, T, H, W], without reshaping to 4-D.
 
     The same weights as a (1, k, k) Conv3d: no transposes or copies of the activation.
     """
     run = lambda s: conv3d(s, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=padding)  # noqa: E731
-    if ctx is not None and ctx.skip_constant and key:
+    if ctx.skip_constant:
         # Per-frame, so a kept tail frame is valid only for the very input it came from.
         kept = ctx.history(tail_key(key))
         source = ctx.history(tail_key(key) + ".input")
@@ -310,20 +274,6 @@ def _conv_frames(
         ctx.keep(tail_key(key) + ".input", last.clone(memory_format=CHANNELS_LAST))
         return conv_constant_tail(run, x, x.shape[2], 1, 1, tail, ctx, tail_key(key))
     return run(x)
-
-
-def _pad_right_bottom(x: Tensor) -> Tensor:
-    """One zero column on the right and one zero row at the bottom, keeping x's layout.
-
-    Only the new row and column are zeroed: filling the whole buffer first, to overwrite
-    all but its edge, was 3% of an image's encode."""
-    b, c, t, h, w = x.shape
-    layout = torch.contiguous_format if x.is_contiguous() else CHANNELS_LAST
-    out = torch.empty(b, c, t, h + 1, w + 1, dtype=x.dtype, device=x.device, memory_format=layout)
-    out[:, :, :, h].zero_()
-    out[:, :, :, :h, w].zero_()
-    out[:, :, :, :h, :w] = x
-    return out
 
 
 class Upsample2x(nn.Module):
@@ -361,19 +311,13 @@ class Resample(StatefulLayer):
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
         if self.mode == "upsample3d":
             x = self._double_time(x, ctx)
+        key = self.state_key + ".resample"
         if self.mode.startswith("upsample"):
-            x = self.resample[0](x)
-            if ctx.seams is None:
-                return _conv_frames(self.resample[1], x, padding=(0, 1, 1), ctx=ctx, key=self.state_key + ".resample")
-            x = ctx.seams.extend(x, ctx.tile, self.state_key + ".resample", 3, 1, 1, 1)
-            return _conv_frames(self.resample[1], x, padding=ctx.tile.conv_padding(1), ctx=ctx)
+            x, padding = ctx.conv_input(self.resample[0](x), key, 1)
+            return _conv_frames(self.resample[1], x, padding, ctx, key)
         # Zero-pad right and bottom only, then a valid stride-2 conv: the reference's
         # asymmetric padding.
-        if ctx.seams is None:
-            x = _pad_right_bottom(x)
-        else:
-            x = ctx.seams.extend(x, ctx.tile, self.state_key + ".resample", 3, 2, 0, 1, conv_pads=False)
-        x = _conv_frames(self.resample[1], x, padding=(0, 0, 0), ctx=ctx, key=self.state_key + ".resample" if ctx.seams is None else "")
+        x = _conv_frames(self.resample[1], ctx.window_input(x, key, 3, 2, 0, 1), (0, 0, 0), ctx, key)
         if self.mode == "downsample3d":
             x = self._halve_time(x, ctx)
         return x
@@ -456,9 +400,10 @@ class AvgDown3d(StatefulLayer):
         ft, fs = self.factor_t, self.factor_s
         if ft == fs == 1 and self.group == 1:
             return x  # the last level: the identity
-        if ctx.seams is not None and fs > 1:
-            x = ctx.seams.extend(x, ctx.tile, self.state_key, fs, fs, 0, 0, conv_pads=False)
-            x = x[:, :, :, : x.shape[3] // fs * fs, : x.shape[4] // fs * fs]  # whole cells; the rest was handed on
+        if fs > 1:
+            x = ctx.window_input(x, self.state_key, fs, fs, 0, 0)
+            if x.shape[3] % fs or x.shape[4] % fs:  # on a tile: whole cells; the rest was handed on
+                x = x[:, :, :, : x.shape[3] // fs * fs, : x.shape[4] // fs * fs]
         if x.shape[2] % ft:
             x = prepend_history(x, None, ft - x.shape[2] % ft)
         b, c, t, h, w = x.shape
@@ -549,9 +494,7 @@ class DownLevel(nn.Module):
         short = self.avg_shortcut(x, ctx)
         for layer in self.downsamples:
             x = layer(x, ctx)
-        if ctx.seams is not None:
-            short = ctx.seams.align(short, ctx.tile, self.avg_shortcut.state_key + ".align", x)
-        return x.add_(short)
+        return x.add_(ctx.align(short, self.avg_shortcut.state_key + ".align", x))
 
 
 class UpLevel(nn.Module):
@@ -569,7 +512,4 @@ class UpLevel(nn.Module):
             y = layer(y, ctx)
         if self.avg_shortcut is None:
             return y
-        if ctx.seams is None:
-            return self.avg_shortcut.add_to(y, x, ctx)
-        short = self.avg_shortcut(x, ctx)
-        return y.add_(ctx.seams.align(short, ctx.tile, self.avg_shortcut.state_key + ".align", y))
+        return ctx.add_branch(y, self.avg_shortcut, x)

@@ -7,29 +7,36 @@ calls are built from the steps, so they cannot disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .. import checks
 from ..coding import tiling
+from ..coding.heap import release, reuse_heap
+from ..coding.plan import PassPlan, Progress, Stages, chunk_frames, run_clip
 from ..coding.state import CausalState, StepContext
+from ..coding.tiling import TileArg, TileGrid
 from ..config import VAEConfig
-from ..coding.heap import reuse_heap
 from .kernels import EAGER, compiled_kernels
-from ..coding.tiling import TileArg
-from .layers import AttentionBlock, AvgDown3d, CausalConv3d, DownLevel, DupUp3d, PointwiseConv3d, Resample, ResidualBlock, RMSNorm, StatefulLayer, UpLevel, patchify, to_layout, unpatchify
-
-TileProgress = Callable[[int, int], None]  # (tiles done, tiles)
-
-# Activation budget for one temporal chunk of a whole-clip call: a chunk of frames at the
-# widest, full-resolution layer should take about this much per tensor. Measured on the
-# full model at 256x256 (2 cores): 4-frame chunks (this budget) ran 20.7 s at 2.2 GB peak,
-# 8-frame chunks 26.5 s at 2.8 GB, 16-frame chunks 23.7 s at 3.6 GB; bigger chunks do not
-# make the convs faster here, they only cost memory. Narrow models get longer chunks.
-CHUNK_BYTES = 96 * 2**20
+from .layers import (
+    AttentionBlock,
+    AvgDown3d,
+    CausalConv3d,
+    DownLevel,
+    DupUp3d,
+    PointwiseConv3d,
+    Resample,
+    ResidualBlock,
+    RMSNorm,
+    StatefulLayer,
+    UpLevel,
+    patchify,
+    unpatchify,
+)
+from .routes import to_layout
 
 
 class Encoder3d(nn.Module):
@@ -282,65 +289,66 @@ class WanVAE(nn.Module):
     def denormalize(self, latents: Tensor) -> Tensor:
         return latents * self.latents_std.to(latents.dtype) + self.latents_mean.to(latents.dtype)
 
-    # ---- streaming steps -----------------------------------------------------------------
-    def encode_step(
-        self, video: Tensor, state: CausalState, *, skip_constant: bool = False
-    ) -> tuple[tuple[Tensor, Tensor], CausalState]:
-        """Continue an encoding stream: `video` [B, 3, n, H, W] -> raw (mean, logvar), new state.
-
-        The stream's first step takes 1 + 4k frames, later steps 4k frames (k >= 0, for the
-        Wan config), so every latent frame is complete when returned.
-        """
-        self.require("encoder")
-        r = self.config.temporal_ratio
-        n = video.shape[2]
-        if state.frames_seen == 0 and n % r != 1 % r:
-            raise ValueError(f"the first encode step takes 1 + {r}k frames, got {n}")
-        if state.frames_seen > 0 and n % r != 0:
-            raise ValueError(f"encode steps after the first take a multiple of {r} frames, got {n}")
-        ctx = StepContext(state, skip_constant=skip_constant)
-        return self._moments(self._encode_chunk(video, ctx), projected=True), ctx.result(n)
-
-    def decode_step(self, latents: Tensor, state: CausalState) -> tuple[Tensor, CausalState]:
-        """Continue a decoding stream: raw latents [B, z, t, h, w] -> pixels, new state.
-
-        Unclamped. The stream's first latent frame gives one pixel frame, every later one
-        gives four (for the Wan config).
-        """
-        self.require("decoder")
-        ctx = StepContext(state)
-        return self._decode_chunk(latents, ctx), ctx.result(latents.shape[2])
-
-    def _encode_chunk(self, video: Tensor, ctx: StepContext) -> Tensor:
-        """Pixels to conv1's projected moments [B, 2z, t, h, w]: one step, any caller's context."""
-        return self.conv1(self.encoder(video, ctx)).contiguous()
-
-    def _decode_chunk(self, z: Tensor, ctx: StepContext) -> Tensor:
-        """Raw latents to unclamped pixels: one step, any caller's context."""
-        return self.decoder(self.conv2(z), ctx).contiguous()
-
-    def _moments(self, h: Tensor, projected: bool = False) -> tuple[Tensor, Tensor]:
-        """(mean, logvar) from the encoder's output, or from conv1 of it when `projected`."""
-        mean, logvar = (h if projected else self.conv1(h).contiguous()).chunk(2, dim=1)
+    def split_moments(self, moments: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, logvar) from the projected moments [B, 2z, t, h, w] the encoder's stages give."""
+        mean, logvar = moments.chunk(2, dim=1)
         # The reference (diffusers' DiagonalGaussianDistribution) clamps here.
         return mean.contiguous(), logvar.clamp(-30.0, 20.0).contiguous()
 
-    # ---- whole clips ----------------------------------------------------------------------
-    def _chunk_frames(self, frames_bytes: int, multiple: int, tiled: bool = False) -> int:
-        """Frames per time chunk so that one full-resolution activation stays near CHUNK_BYTES.
+    def latents_from(self, moments: Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """Normalised latents from projected moments: the mean, or with `sample=True` a draw
+        from the posterior (noise drawn latent frame by latent frame, so a stream with the
+        same generator draws the same sample)."""
+        mean, logvar = self.split_moments(moments)
+        if sample:
+            mean = sample_posterior(mean, logvar, generator)
+        return self.normalize(mean)
 
-        Tiled passes take the shortest chunk: tiling is asked for to bound memory, and a
-        smaller tile should then mean smaller activations, not longer chunks of the same size.
+    # ---- how each part runs: its stages, and the plan for an input shape -----------------
+    def stages(self, part: str) -> Stages:
+        """`part` ('encoder' or 'decoder') as the drivers of `coding.plan` run it.
+
+        The encoder's down path is spatially local (pixels to the 1/8 map), its middle
+        block's attention and head see whole frames; the decoder mirrors it. Both end
+        through their 1x1 convs, so a step gives projected moments or raw pixels.
         """
-        if tiled:
-            return multiple
-        return max(multiple, CHUNK_BYTES // max(frames_bytes, 1) // multiple * multiple)
+        self.require(part)
+        s = self.config.spatial_ratio
+        if part == "encoder":
+            enc = self.encoder
+            return Stages(
+                local=enc.down, post=lambda h, ctx: self.conv1(enc.mid_head(h, ctx)),
+                scale_in=s, scale_out=1, frames_out=self.config.latent_frames,
+            )
+        dec = self.decoder
+        return Stages(
+            local=dec.up, pre=lambda z, ctx: dec.mid(self.conv2(z), ctx),
+            scale_in=1, scale_out=s, frames_out=self.config.pixel_frames,
+        )
 
-    def _bytes_per_pixel(self) -> float:
-        """Rough working set of a tile per pixel (causal state plus one chunk's activations)."""
-        return 48 * max(self.config.encoder_width, self.config.decoder_width) * self.latents_mean.element_size()
+    def plan(self, part: str, shape: tuple[int, ...], tile: TileArg = None) -> PassPlan:
+        """How `part` runs over an input of `shape` [B, C, T, H, W] (pixels for the encoder,
+        latents for the decoder): the tile grid (`tile` in pixels, 'auto' or None) and the
+        time chunks. Whole clips and streams both follow it."""
+        self.require(part)
+        cfg = self.config
+        b, _, t, h, w = shape
+        s, r = cfg.spatial_ratio, cfg.temporal_ratio
+        height, width = (h, w) if part == "encoder" else (h * s, w * s)
+        grid = self._grid(tile, height, width, part)
+        area = height * width if grid is None else max(grid.rows) * max(grid.cols) * s * s
+        itemsize = self.part_dtype(part).itemsize
+        if part == "encoder":
+            step = chunk_frames(int(b * cfg.encoder_width * area * itemsize), r, tiled=grid is not None)
+        else:
+            step = chunk_frames(int(b * cfg.decoder_width * r * area * itemsize), 1, tiled=grid is not None)
+        plan = PassPlan(grid, step)
+        if grid is not None and t:
+            order = tile_order(cfg, part, tuple(shape), self.part_dtype(part), grid, tuple((c.start, c.stop) for c in plan.chunks(t)))
+            plan = dataclasses.replace(plan, order=order)
+        return plan
 
-    def _grid(self, tile: TileArg, height: int, width: int, part: str = "encoder") -> tiling.TileGrid | None:
+    def _grid(self, tile: TileArg, height: int, width: int, part: str) -> TileGrid | None:
         tile_px = tiling.parse_tile(tile, height, width, self._bytes_per_pixel(), self.device)
         if tile_px is None:
             return None
@@ -352,31 +360,42 @@ class WanVAE(nn.Module):
         grid = tiling.plan(height, width, tile_px, self.config.spatial_ratio, lag)
         return grid if len(grid) > 1 else None
 
-    def _tiled_pass(
-        self, part: str, x: Tensor, grid: tiling.TileGrid, scale_in: int, chunks: list[slice], out_frames: int,
-        out_hw: tuple[int, int], progress: TileProgress | None,
-    ) -> Tensor:
-        """The spatially local path of `part` (the encoder's down path, the decoder's up path)
-        over a whole clip, tile-major or time-major, whichever holds less (see tiling.py)."""
-        run = self.encoder.down if part == "encoder" else self.decoder.up
-        bounds = tuple((c.start, c.stop) for c in chunks)
-        order = tile_order(self.config, part, tuple(x.shape), x.dtype, grid, scale_in, bounds, out_hw)
-        driver = tiling.time_major if order == "time" else tiling.tile_major
-        return driver(run, x, grid, scale_in, chunks, out_frames, out_hw, progress)
+    def _bytes_per_pixel(self) -> float:
+        """Rough working set of a tile per pixel (causal state plus one chunk's activations)."""
+        return 48 * max(self.config.encoder_width, self.config.decoder_width) * self.latents_mean.element_size()
 
-    def _in_chunks(self, run, x: Tensor, chunks: list[slice]) -> Tensor:
-        """`run` over the time chunks of `x` in order, one causal state carried through."""
-        state, outs = CausalState(), []
-        for i, frames in enumerate(chunks):
-            # The context holds the only reference, so old histories go as they are used;
-            # the last chunk keeps none (for an image, 5 full-size copies nobody would read).
-            ctx, state = StepContext(state, record=i < len(chunks) - 1), None
-            outs.append(run(x[:, :, frames], ctx))
-            state = ctx.result(frames.stop - frames.start)
-        return torch.cat(outs, dim=2)
+    # ---- streaming steps -----------------------------------------------------------------
+    def encode_step(
+        self, video: Tensor, state: CausalState, *, skip_constant: bool = False
+    ) -> tuple[tuple[Tensor, Tensor], CausalState]:
+        """Continue an encoding stream: `video` [B, 3, n, H, W] -> raw (mean, logvar), new state.
 
+        The stream's first step takes 1 + 4k frames, later steps 4k frames (k >= 0, for the
+        Wan config), so every latent frame is complete when returned.
+        """
+        stages = self.stages("encoder")
+        r = self.config.temporal_ratio
+        n = video.shape[2]
+        if state.frames_seen == 0 and n % r != 1 % r:
+            raise ValueError(f"the first encode step takes 1 + {r}k frames, got {n}")
+        if state.frames_seen > 0 and n % r != 0:
+            raise ValueError(f"encode steps after the first take a multiple of {r} frames, got {n}")
+        ctx = StepContext(state, skip_constant=skip_constant, on_layer=release)
+        return self.split_moments(stages.whole(video, ctx).contiguous()), ctx.result(n)
+
+    def decode_step(self, latents: Tensor, state: CausalState) -> tuple[Tensor, CausalState]:
+        """Continue a decoding stream: raw latents [B, z, t, h, w] -> pixels, new state.
+
+        Unclamped. The stream's first latent frame gives one pixel frame, every later one
+        gives four (for the Wan config).
+        """
+        stages = self.stages("decoder")
+        ctx = StepContext(state, on_layer=release)
+        return stages.whole(latents, ctx).contiguous(), ctx.result(latents.shape[2])
+
+    # ---- whole clips ----------------------------------------------------------------------
     @torch.no_grad()
-    def encode_moments(self, video: Tensor, *, tile: TileArg = None, progress: TileProgress | None = None) -> tuple[Tensor, Tensor]:
+    def encode_moments(self, video: Tensor, *, tile: TileArg = None, progress: Progress | None = None) -> tuple[Tensor, Tensor]:
         """Raw (mean, logvar) [B, z, 1 + (T-1)/4, H/8, W/8] of a clip [B, 3, T, H, W] in [-1, 1].
 
         An image batch [B, 3, H, W] is taken as one-frame clips. `tile` (pixels: an int, a
@@ -385,25 +404,13 @@ class WanVAE(nn.Module):
         """
         self.require("encoder")
         video = checks.check_video(video, self.config, self.part_dtype("encoder"))
-        b, _, t, h, w = video.shape
-        grid = self._grid(tile, h, w)
-        r, s = self.config.temporal_ratio, self.config.spatial_ratio
-        if grid is None:
-            step = self._chunk_frames(int(b * self.config.encoder_width * h * w * video.element_size()), r)
-            with reuse_heap(video.device.type == "cpu"):
-                return self._moments(self._in_chunks(self._encode_chunk, video, frame_chunks(t, 1, step)), projected=True)
-        area = max(grid.rows) * max(grid.cols) * s * s
-        step = self._chunk_frames(int(b * self.config.encoder_width * area * video.element_size()), r, tiled=True)
-        chunks = frame_chunks(t, 1, step)
-        fmap = self._tiled_pass("encoder", video, grid, s, chunks, self.config.latent_frames(t), (h // s, w // s), progress)
-        # The same time chunks at latent rate, so a tiled stream gives these very numbers.
-        latent_chunks = frame_chunks(self.config.latent_frames(t), 1, step // r)
-        return self._moments(self._in_chunks(self.encoder.mid_head, fmap, latent_chunks))
+        plan = self.plan("encoder", tuple(video.shape), tile)
+        return self.split_moments(run_clip(self.stages("encoder"), plan, video, progress))
 
     @torch.no_grad()
     def encode(
         self, video: Tensor, *, sample: bool = False, generator: torch.Generator | None = None, tile: TileArg = None,
-        progress: TileProgress | None = None,
+        progress: Progress | None = None,
     ) -> Tensor:
         """Normalised latents [B, 16, 1 + (T-1)/4, H/8, W/8] of a clip [B, 3, T, H, W] in [-1, 1].
 
@@ -418,7 +425,7 @@ class WanVAE(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, latents: Tensor, *, clamp: bool = True, tile: TileArg = None, progress: TileProgress | None = None, raw: bool = False
+        self, latents: Tensor, *, clamp: bool = True, tile: TileArg = None, progress: Progress | None = None, raw: bool = False
     ) -> Tensor:
         """Pixels [B, 3, 1 + 4(t-1), 8h, 8w] from normalised latents [B, 16, t, h, w].
 
@@ -430,19 +437,7 @@ class WanVAE(nn.Module):
         self.require("decoder")
         latents = checks.check_latents(latents, self.config, self.part_dtype("decoder"))
         z = latents if raw else self.denormalize(latents)
-        b, _, t, h, w = z.shape
-        s, r = self.config.spatial_ratio, self.config.temporal_ratio
-        grid = self._grid(tile, h * s, w * s, part="decoder")
-        if grid is None:
-            step = self._chunk_frames(int(b * self.config.decoder_width * r * h * w * s * s * z.element_size()), 1)
-            with reuse_heap(z.device.type == "cpu"):
-                out = self._in_chunks(self._decode_chunk, z, frame_chunks(t, 1, step))
-            return out.clamp_(-1.0, 1.0) if clamp else out
-        # Middle block over the whole latent map, then the up path tile by tile.
-        area = max(grid.rows) * max(grid.cols) * s * s
-        chunks = frame_chunks(t, 1, self._chunk_frames(int(b * self.config.decoder_width * r * area * z.element_size()), 1, tiled=True))
-        fmap = self._in_chunks(self.decoder.mid, self.conv2(z), chunks)
-        out = self._tiled_pass("decoder", fmap, grid, 1, chunks, self.config.pixel_frames(t), (h * s, w * s), progress)
+        out = run_clip(self.stages("decoder"), self.plan("decoder", tuple(z.shape), tile), z, progress)
         return out.clamp_(-1.0, 1.0) if clamp else out
 
     @torch.no_grad()
@@ -519,10 +514,10 @@ MEASURED_FROM_CHUNKS = 8
 
 @functools.lru_cache(maxsize=64)
 def tile_order(
-    config: VAEConfig, part: str, shape: tuple[int, ...], dtype: torch.dtype, grid: tiling.TileGrid, scale_in: int,
-    chunks: tuple[tuple[int, int], ...], out_hw: tuple[int, int],
+    config: VAEConfig, part: str, shape: tuple[int, ...], dtype: torch.dtype, grid: TileGrid, chunks: tuple[tuple[int, int], ...]
 ) -> str:
-    """'tile' or 'time': the order whose causal state plus seams peak lower on this plan.
+    """'tile' or 'time': the order whose causal state plus seams peak lower for a whole clip
+    of `shape` (the part's input) on this grid and these chunks.
 
     Measured on a meta-device twin (shapes only, no arithmetic) over the first chunks:
     time-major's peak is reached by the fourth chunk and stays; tile-major's seams grow by
@@ -534,25 +529,21 @@ def tile_order(
         return "tile"
     with torch.device("meta"):
         twin = WanVAE(config, parts=part).to(dtype)
-    run = twin.encoder.down if part == "encoder" else twin.decoder.up
+    stages = twin.stages(part)
     x = torch.empty(shape, dtype=dtype, device="meta")
+    with torch.no_grad():
+        if stages.pre is not None:  # the local stage's input, as a whole clip would hand it on
+            x = stages.pre(x, StepContext(CausalState(), record=False))
+    out_hw = (sum(grid.rows) * stages.scale_out, sum(grid.cols) * stages.scale_out)
     peaks = {}
     with torch.no_grad():
         for name, driver, n in (("tile3", tiling.tile_major, 3), ("tile4", tiling.tile_major, 4), ("time", tiling.time_major, 4)):
             meter = [0]
             few = [slice(a, b) for a, b in chunks[:n]]
-            frames = config.latent_frames(few[-1].stop) if part == "encoder" else config.pixel_frames(few[-1].stop)
-            driver(run, x[:, :, : few[-1].stop], grid, scale_in, few, frames, out_hw, meter=meter)
+            driver(stages.local, x[:, :, : few[-1].stop], grid, stages.scale_in, few, stages.frames_out(few[-1].stop), out_hw, meter=meter)
             peaks[name] = meter[0]
     tile_peak = peaks["tile4"] + (len(chunks) - 4) * max(0, peaks["tile4"] - peaks["tile3"])
     return "time" if peaks["time"] < tile_peak else "tile"
-
-
-def frame_chunks(frames: int, first: int, step: int) -> list[slice]:
-    """The stream's steps over a whole clip: `first` frames, then `step` at a time."""
-    chunks = [slice(0, min(first, frames))]
-    chunks += [slice(start, min(start + step, frames)) for start in range(first, frames, step)]
-    return chunks
 
 
 def sample_posterior(mean: Tensor, logvar: Tensor, generator: torch.Generator | None) -> Tensor:

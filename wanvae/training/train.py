@@ -80,13 +80,13 @@ class TrainOptions:
 def forward_train(vae: WanVAE, clip: Tensor, g: torch.Generator, decoder_only: bool) -> tuple[Tensor, Tensor, Tensor]:
     """One pass with gradients: (reconstruction, mean, logvar) of clips [B, 3, T, H, W]."""
     ctx_grad = torch.no_grad() if decoder_only else torch.enable_grad()
-    with ctx_grad:
-        h = vae.encoder(clip, StepContext(CausalState(), record=False))
-        mean, logvar = vae._moments(h)
+    with ctx_grad:  # each clip is one step of each part: nothing to carry, nothing kept
+        moments = vae.stages("encoder").whole(clip, StepContext(CausalState(), record=False))
+        mean, logvar = vae.split_moments(moments.contiguous())
     # Drawn on the CPU generator, whose state a resume restores, whatever the model's device.
     noise = torch.randn(mean.shape, generator=g, dtype=mean.dtype).to(mean.device)
     z = mean + torch.exp(0.5 * logvar) * noise
-    recon = vae.decoder(vae.conv2(z), StepContext(CausalState(), record=False))
+    recon = vae.stages("decoder").whole(z, StepContext(CausalState(), record=False))
     return recon, mean, logvar
 
 
