@@ -15,11 +15,12 @@ from torch import Tensor, nn
 
 from .. import checks
 from ..coding import tiling
-from ..coding.heap import release, reuse_heap
+from ..coding.heap import release
 from ..coding.plan import PassPlan, Progress, Stages, chunk_frames, run_clip
 from ..coding.state import CausalState, StepContext
 from ..coding.tiling import TileArg, TileGrid
 from ..config import VAEConfig
+from .conditioning import conditioning_moments
 from .kernels import EAGER, compiled_kernels
 from .layers import (
     AttentionBlock,
@@ -452,7 +453,7 @@ class WanVAE(nn.Module):
         same frame at every step: it is computed once instead of per frame. Once a step
         leaves the causal state exactly as it found it, the remaining steps are copies.
         """
-        (mean, _), steps = self._conditioning(first, last, num_frames)
+        (mean, _), steps = conditioning_moments(self, first, last, num_frames)
         latents = self.normalize(mean)
         return (latents, steps) if return_steps else latents
 
@@ -460,49 +461,7 @@ class WanVAE(nn.Module):
     def encode_conditioning_moments(self, first: Tensor, last: Tensor | None = None, num_frames: int = 81) -> tuple[Tensor, Tensor]:
         """Raw (mean, logvar) of the conditioning clip `encode_conditioning` describes:
         equal to `encode_moments` of that clip."""
-        return self._conditioning(first, last, num_frames)[0]
-
-    def _conditioning(self, first: Tensor, last: Tensor | None, num_frames: int) -> tuple[tuple[Tensor, Tensor], int]:
-        self.require("encoder")
-        dtype = self.part_dtype("encoder")
-        first = checks.check_video(first, self.config, dtype)
-        if first.shape[2] != 1:
-            raise ValueError(f"first must be one frame, [B, 3, H, W] (or [B, 3, 1, H, W]); got {tuple(first.shape)}")
-        r = self.config.temporal_ratio
-        if num_frames < 1 or (num_frames - 1) % r:
-            raise ValueError(checks.frame_count_error(num_frames, r))
-        if last is not None:
-            last = checks.check_video(last, self.config, dtype)
-            if last.shape[2] != 1 or last.shape[0] != first.shape[0] or last.shape[3:] != first.shape[3:]:
-                raise ValueError(f"last must be one frame shaped like first {tuple(first.shape)}; got {tuple(last.shape)}")
-            if num_frames < 1 + r:
-                raise ValueError(f"first-and-last conditioning needs at least {1 + r} frames, got {num_frames}")
-        with reuse_heap(first.device.type == "cpu"):
-            return self._conditioning_steps(first, last, num_frames)
-
-    def _conditioning_steps(self, first: Tensor, last: Tensor | None, num_frames: int) -> tuple[tuple[Tensor, Tensor], int]:
-        r = self.config.temporal_ratio
-        moments, state = self.encode_step(first, CausalState())
-        steps = [moments]
-        blank = torch.zeros_like(first).expand(-1, -1, r, -1, -1).contiguous()
-        chunks = (num_frames - 1) // r - (1 if last is not None else 0)
-        computed = 1
-        while len(steps) - 1 < chunks:
-            moments, after = self.encode_step(blank, state, skip_constant=True)
-            computed += 1
-            steps.append(moments)
-            if after.same_history(state):  # a fixed point: the remaining steps would all be this one
-                steps.extend([moments] * (chunks - (len(steps) - 1)))
-                break
-            state = after
-        if last is not None:
-            tail = torch.cat([blank[:, :, : r - 1], last], dim=2)
-            moments, _ = self.encode_step(tail, state, skip_constant=True)
-            computed += 1
-            steps.append(moments)
-        mean = torch.cat([m for m, _ in steps], dim=2)
-        logvar = torch.cat([lv for _, lv in steps], dim=2)
-        return (mean, logvar), computed
+        return conditioning_moments(self, first, last, num_frames)[0]
 
 
 # Below this many time chunks tile-major is taken unmeasured: a chunk's seams are strips a
