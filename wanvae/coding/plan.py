@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -128,6 +129,22 @@ def run_clip(stages: Stages, plan: PassPlan, x: Tensor, progress: Progress | Non
     # The same chunks at the local stage's output rate, so a tiled stream gives these very numbers.
     post_chunks = [slice(stages.frames_out(c.start) if c.start else 0, stages.frames_out(c.stop)) for c in chunks]
     return in_chunks(stages.post, h, post_chunks, on_layer=release)
+
+
+class Coder(Protocol):
+    """What the drivers and streams need of a model (a `WanVAE` is one): its parts as stages,
+    a plan per input shape, and the boundary between its steps and the caller's tensors."""
+
+    config: Any  # spatial_ratio, temporal_ratio, z_dim, latent_frames(), pixel_frames()
+    device: torch.device
+    dtype: torch.dtype
+
+    def require(self, part: str) -> None: ...
+    def part_dtype(self, part: str) -> torch.dtype: ...
+    def stages(self, part: str) -> Stages: ...
+    def plan(self, part: str, shape: tuple[int, ...], tile: Any = None) -> PassPlan: ...
+    def latents_from(self, moments: Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> Tensor: ...
+    def denormalize(self, latents: Tensor) -> Tensor: ...
 
 
 class Stepper:

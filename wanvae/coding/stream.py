@@ -5,8 +5,7 @@ a whole-clip `encode` or `decode` runs, and steps them through a `plan.Stepper`,
 split of pushes gives exactly the numbers of one call on the whole clip. Memory holds at
 most one chunk of input plus the causal state, whatever the stream's length.
 
-A coder is anything with the public methods used here (`require`, `plan`, `stages`,
-`part_dtype`, `latents_from`, `denormalize`, and a `config` with the ratios): the streams
+A coder is anything with `plan.Coder`'s public methods (a `WanVAE` is one): the streams
 never ask which model runs.
 """
 
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .. import checks
-from .plan import Stepper
+from .plan import Coder, Stepper
 from .tiling import TileArg
 
 FRAME_POLICIES = ("error", "trim", "pad")
@@ -74,7 +73,7 @@ class StreamEncoder:
 
     def __init__(
         self,
-        vae,
+        vae: Coder,
         tile: TileArg = None,
         frame_policy: str = "error",
         *,
@@ -173,7 +172,7 @@ class StreamDecoder:
     what is still held back (pushes are cut into the whole-clip decode's chunks).
     """
 
-    def __init__(self, vae, tile: TileArg = None, *, clamp: bool = True) -> None:
+    def __init__(self, vae: Coder, tile: TileArg = None, *, clamp: bool = True) -> None:
         vae.require("decoder")
         self.vae, self.tile, self.clamp = vae, tile, clamp
         self.latents_in = 0
