@@ -190,3 +190,18 @@ def test_ray_engine_writes_what_the_local_engine_writes(dataset, tmp_path):
             b, mb = wanvae.load_latents(tmp_path / "ray" / name)
             assert (a - b).abs().max() < 1e-5
             assert ma == mb
+
+
+def test_a_folder_yields_every_file_encode_reads(tmp_path):
+    """One list of media suffixes: a .tif that `wanvae encode` reads is a source for the cache too."""
+    from PIL import Image
+
+    from wanvae.io import video
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(media.pattern(0, 32, 32)).save(src / "scan.tif")
+    media.write_video(src / "clip.mp4", 5, 32, 32)
+    (src / "notes.txt").write_text("not media\n")
+    assert video.probe(src / "scan.tif").frames == 1
+    assert [s.rel for s in find_sources(src)] == ["clip.mp4", "scan.tif"]
