@@ -27,7 +27,7 @@ LAYERS = (
     (("wanvae.coding",),),  # how a clip runs: state, seams, tiles, the plan, streams, heap
     (("wanvae.model",),),  # the Wan VAEs' layers and networks, built on coding's contexts
     (("wanvae.io",),),  # files: weights, latents, videos, atomic writes, checked values
-    (("wanvae.integrations",), ("wanvae.training",), ("wanvae.cache",), ("wanvae.testing",)),  # users of the library
+    (("wanvae.integrations",), ("wanvae.training",), ("wanvae.cache", "wanvae.data"), ("wanvae.testing",)),  # users of the library
     (("wanvae.commands", "wanvae.cli", "wanvae.__main__"),),  # the command line and its entry points
 )
 

@@ -33,9 +33,15 @@ _EXPORTS = {
     "to_autoencoder_kl_wan": "integrations.diffusers",
 }
 _NEEDS_DIFFUSERS = {"WanVAEForDiffusers", "for_diffusers", "to_autoencoder_kl_wan"}
+# Submodules reachable as attributes after a plain `import wanvae` (wanvae.data.LatentDataset).
+_SUBMODULES = {"data"}
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'wanvae' has no attribute {name!r}")
@@ -53,7 +59,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly

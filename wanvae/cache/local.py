@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from ..io.weights import load
+from .encode import encode_or_error
 from .record import CacheRun
 from .work import init_worker, load_clip, plan_one
 
@@ -30,17 +31,11 @@ def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dt
         pending = [pool.submit(load_clip, job, run.opts.resize, run.opts.alpha) for job in todo[:prefetch]]
         queued = prefetch
         while pending:
-            job, frames, facts, error = pending.pop(0).result()
+            loaded = pending.pop(0).result()
             if queued < len(todo):
                 pending.append(pool.submit(load_clip, todo[queued], run.opts.resize, run.opts.alpha))
                 queued += 1
-            latents = None
-            if frames is not None:
-                try:
-                    latents = vae.encode(frames[None].to(device), tile=tile).float().cpu()
-                except Exception as e:  # noqa: BLE001 - recorded, the run goes on
-                    error = str(e).splitlines()[0]
-            run.finish(job, latents, facts, error)
+            run.finish(*encode_or_error(vae, loaded, device=device, tile=tile, conditioning=run.opts.conditioning))
     except BaseException:  # Ctrl-C, SIGTERM or a crash
         if pool is not None:
             _kill(pool)

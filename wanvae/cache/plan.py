@@ -16,11 +16,17 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..io import values
-from ..io import video
+from ..io import musubi, values, video
 from ..io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 MODES = ("head", "uniform", "slide", "full")
+# wanvae's own files (one `latents` tensor per clip plus metadata, what `wanvae encode`
+# writes), or the files musubi-tuner's Wan trainer reads unchanged (see io/musubi.py).
+FORMATS = ("wanvae", "musubi")
+# Image-to-video conditioning cached beside each clip's latents: the first frame (Wan's
+# I2V), or the first and last frames (FLF2V), encoded with the rest of the clip zeros.
+CONDITIONINGS = ("i2v", "flf")
+LATENT_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,21 @@ class CacheOptions:
     # The VAE's spatial factor (8 for Wan 2.1, 16 for Wan 2.2): sizes and buckets must be
     # multiples of it; `run_cache` sets it from the checkpoint.
     multiple: int = 8
+    format: str = "wanvae"
+    conditioning: str | None = None
+    # What the files hold. None: the format's own default (fp32 for wanvae's files, bf16 for
+    # musubi's, which is what musubi-tuner's own caching writes).
+    latent_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.format not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.conditioning is not None and self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"--conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.latent_dtype is not None and self.latent_dtype not in LATENT_DTYPES:
+            raise ValueError(f"--latent-dtype must be one of {', '.join(LATENT_DTYPES)}, got {self.latent_dtype!r}")
         if self.frames is not None and (self.frames < 1 or (self.frames - 1) % 4):
             raise ValueError(f"--frames must be 1 + 4k (e.g. 17, 49, 81), got {self.frames}")
         if self.mode == "slide" and not self.stride:
@@ -72,6 +89,19 @@ class CacheOptions:
         for w, h in (*self.buckets, *([self.size] if self.size else [])):
             if w % m or h % m or w <= 0 or h <= 0:
                 raise ValueError(f"size {w}x{h}: width and height must be positive multiples of {m} for this VAE")
+
+    @property
+    def stored_dtype(self) -> str:
+        """The dtype the files hold."""
+        return self.latent_dtype or ("bfloat16" if self.format == "musubi" else "float32")
+
+    @property
+    def variant(self) -> str:
+        """What the files hold beyond the clip itself, for the cache key ('' for the original
+        defaults, so caches written before these options existed stay current)."""
+        parts = [self.format if self.format != "wanvae" else "", self.conditioning or "",
+                 self.stored_dtype if self.stored_dtype != "float32" else ""]
+        return "|".join(parts) if any(parts) else ""
 
 
 @dataclass(frozen=True)
@@ -89,9 +119,18 @@ class Job:
     indices: tuple[int, ...] = field(default=(), compare=False, repr=False)  # source frames
     occurrence: int = 0  # the source's Source.occurrence
     crop_only: bool = False  # the size is the one picked for the source: centre-cropped, never resampled
+    source_size: tuple[int, int] = (0, 0)  # W x H of the source, before any resizing
+    is_image: bool = False
+    format: str = "wanvae"  # how the output is named and written (FORMATS)
 
     @property
     def output_name(self) -> str:
+        """The output's path in the cache folder."""
+        if self.format == "musubi":
+            stem = Path(self.rel).stem
+            if self.is_image:
+                return musubi.cache_name(stem, self.source_size)
+            return musubi.cache_name(stem, self.source_size, self.start_index, self.frames)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.rel).stem)[:60] or "clip"
         digest = hashlib.sha1(self.rel.encode()).hexdigest()[:8]
         rate = f"-{self.fps:g}fps" if self.fps else ""
@@ -238,7 +277,8 @@ def plan_source(src: Source, opts: CacheOptions) -> list[Job]:
         return start + s / fps if fps is not None else info.seconds(available[s])
 
     return [
-        Job(src.path, src.rel, s, round(seconds(s), 6), frames, fps, size, src.caption, tuple(available[s : s + frames]), src.occurrence, crop_only)
+        Job(src.path, src.rel, s, round(seconds(s), 6), frames, fps, size, src.caption, tuple(available[s : s + frames]),
+            src.occurrence, crop_only, (info.width, info.height), info.is_image, opts.format)
         for s in starts
     ]
 

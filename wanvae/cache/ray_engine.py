@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from .encode import encode_or_error
 from .record import CacheRun
 from .work import load_clip, plan_one
 
@@ -27,7 +28,8 @@ def _ray():
 class _Encoder:
     """Holds one model; encodes decoded clips."""
 
-    def __init__(self, weights: str, device: str | None, dtype: str, tile, threads: int, compile: bool = False) -> None:
+    def __init__(self, weights: str, device: str | None, dtype: str, tile, threads: int, compile: bool = False,
+                 conditioning: str | None = None) -> None:
         from ..io.weights import load
 
         torch.set_num_threads(max(1, threads))
@@ -35,17 +37,10 @@ class _Encoder:
         self.vae = load(weights, device=self.device, dtype=getattr(torch, dtype), parts="encoder")
         if compile:
             self.vae.compile()
-        self.tile = tile
+        self.tile, self.conditioning = tile, conditioning
 
     def encode(self, item):
-        job, frames, facts, error = item
-        if frames is None:
-            return job, None, facts, error
-        try:
-            latents = self.vae.encode(frames[None].to(self.device), tile=self.tile).float().cpu()
-            return job, latents, facts, ""
-        except Exception as e:  # noqa: BLE001
-            return job, None, facts, str(e).splitlines()[0]
+        return encode_or_error(self.vae, item, device=self.device, tile=self.tile, conditioning=self.conditioning)
 
 
 def run_ray(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype, address: str | None, compile: bool = False) -> None:
@@ -70,10 +65,10 @@ def _drive(ray, run: CacheRun, sources, weights, *, workers, tile, device, dtype
     load_task = ray.remote(num_cpus=1)(load_clip)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
-        actors = [ray.remote(num_gpus=1)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, 4, compile) for _ in range(gpus)]
+        actors = [ray.remote(num_gpus=1)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, 4, compile, run.opts.conditioning) for _ in range(gpus)]
     else:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
-        actors = [ray.remote(num_cpus=cpus)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, cpus, compile)]
+        actors = [ray.remote(num_cpus=cpus)(_Encoder).remote(str(weights), device, str(dtype).removeprefix("torch."), tile, cpus, compile, run.opts.conditioning)]
     todo = []
     for src, jobs, error in ray.get([plan_task.remote(s, run.opts) for s in sources]):
         todo.extend(run.planned(src, jobs, error))

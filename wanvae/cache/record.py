@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import musubi
 from ..io.atomic import remove_leftovers
 from ..io.files import clip_metadata
 from ..io.latents import save_latents
@@ -41,12 +42,17 @@ class CacheRun:
         self.out.mkdir(parents=True, exist_ok=True)
         # A killed run leaves half-written outputs as hidden temporaries; this run redoes their
         # clips, so the temporaries would only pile up beside the finished files.
-        for suffix in (".safetensors", Path(INDEX_NAME).suffix):
-            remove_leftovers(self.out, suffix)
+        for folder in (self.out, self.out / musubi.VIDEO_FOLDER, self.out / musubi.IMAGE_FOLDER):
+            for suffix in (".safetensors", Path(INDEX_NAME).suffix):
+                remove_leftovers(folder, suffix)
+        self.claimed: dict[str, str] = {}  # output name -> the source (and row) that writes it
 
     def job_key(self, job: Job) -> str:
-        # Compositing changes the pixels, so it is part of what the output depends on.
+        # Compositing changes the pixels, so it is part of what the output depends on; so do
+        # the format, the conditioning and the stored dtype.
         resize = self.opts.resize if self.opts.alpha == "refuse" else f"{self.opts.resize}+alpha-{self.opts.alpha}"
+        if self.opts.variant:
+            resize = f"{resize}+{self.opts.variant}"
         return job.key(self.checkpoint_sha256, str(self.dtype), resize, source_stamp(job.source))
 
     def is_done(self, job: Job) -> dict | None:
@@ -59,13 +65,27 @@ class CacheRun:
 
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                shape = f.get_slice("latents").get_shape()
-        except Exception:  # noqa: BLE001 - unreadable: redo it
+                keys = set(f.keys())
+                latents = "latents" if self.opts.format == "wanvae" else next(k for k in keys if k.startswith("latents_") and not k.startswith("latents_image_"))
+                shape = f.get_slice(latents).get_shape()
+        except Exception:  # noqa: BLE001 - unreadable or not this format: redo it
             return None
         return {**meta, "_shape": shape} if meta.get("cache_key") == self.job_key(job) else None
 
     def planned(self, src: Source, jobs: list[Job] | None, error: str) -> list[Job]:
         """Record a source's planning result; return its clips still to do."""
+        if jobs is not None:
+            # musubi's names carry the file's stem and nothing of its folder: two sources with
+            # one stem would overwrite each other's files. The later one fails, by name.
+            who = f"{src.rel} (row {src.occurrence + 1})" if src.occurrence else src.rel
+            for job in jobs:
+                other = self.claimed.get(job.output_name)
+                if other is not None and other != who:
+                    jobs, error = None, (f"would write {job.output_name}, as {other} does: musubi-tuner names cache files by "
+                                         "the source's file name alone; rename one of them")
+                    break
+            for job in jobs or ():
+                self.claimed[job.output_name] = who
         if jobs is None:
             self.summary.failed.append((src.rel, error))
             self.index.put(f"{src.rel}\0plan\0{src.occurrence}", failed_source_row(src.rel, error, src.caption))
@@ -83,21 +103,38 @@ class CacheRun:
         self._tick()
         return todo
 
-    def finish(self, job: Job, latents: torch.Tensor | None, facts: dict, error: str) -> None:
-        if latents is None:
+    def finish(self, job: Job, tensors: dict[str, torch.Tensor] | None, facts: dict, error: str) -> None:
+        """Record one clip: its tensors (from `encode.encode_clip`) written in the run's format,
+        or its failure."""
+        if tensors is None:
             self.summary.failed.append((f"{job.rel} @ {job.start:g}s", error))
             self.index.put(job.output_name, make_row(job, "failed", error=error))
-        else:
-            meta = clip_metadata(
-                source=Path(job.source).name, source_sha256=facts["sha256"], start=job.start, frames=job.frames,
-                fps=facts["fps"], source_size=facts["source_size"], size=job.size, resize="center-crop" if job.crop_only else self.opts.resize,
-                frame_policy="error", trimmed=0, padded=0, checkpoint_sha256=self.checkpoint_sha256,
-                dtype=self.dtype, sample=False, seed=None, latent_shape=latents.shape[1:],
+            self._tick()
+            return
+        latents = tensors["latents"]
+        meta = clip_metadata(
+            source=Path(job.source).name, source_sha256=facts["sha256"], start=job.start, frames=job.frames,
+            fps=facts["fps"], source_size=facts["source_size"], size=job.size, resize="center-crop" if job.crop_only else self.opts.resize,
+            frame_policy="error", trimmed=0, padded=0, checkpoint_sha256=self.checkpoint_sha256,
+            dtype=self.dtype, sample=False, seed=None, latent_shape=latents.shape,
+        )
+        meta.update(cache_key=self.job_key(job), caption=job.caption, clip_start_index=str(job.start_index))
+        if self.opts.conditioning:
+            meta.update(conditioning=self.opts.conditioning)
+        stored = getattr(torch, self.opts.stored_dtype)
+        path = self.out / job.output_name
+        if self.opts.format == "musubi":
+            path.parent.mkdir(exist_ok=True)
+            musubi.write_clip(
+                path, latents, source_size=tuple(facts["source_size"]), frame_count=None if job.is_image else job.frames,
+                conditioning=tensors.get("conditioning"), mask=tensors.get("conditioning_mask"), dtype=stored,
+                extra_metadata={k: str(v) for k, v in meta.items()},
             )
-            meta.update(cache_key=self.job_key(job), caption=job.caption, clip_start_index=str(job.start_index))
-            save_latents(self.out / job.output_name, latents, meta)
-            self.summary.done += 1
-            self.index.put(job.output_name, make_row(job, "ok", latents.shape[1:]))
+        else:
+            extra = {k: tensors[k].to(stored) for k in ("conditioning", "conditioning_mask") if k in tensors}
+            save_latents(path, latents.to(stored), meta, extra=extra)
+        self.summary.done += 1
+        self.index.put(job.output_name, make_row(job, "ok", latents.shape))
         self._tick()
 
     def close(self) -> Summary:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import musubi
 from ..io.weights import file_sha256, peek_config
 from .local import run_local
 from .plan import CacheOptions, find_sources
@@ -42,7 +43,9 @@ def run_cache(
 ) -> Summary:
     """Encode every clip of `source` into `out`; see the module docstring for the guarantees."""
     started = time.monotonic()
-    multiple = peek_config(weights).spatial_ratio
+    config = peek_config(weights)
+    refuse_unreadable(opts, config.z_dim)
+    multiple = config.spatial_ratio
     if opts.multiple != multiple:
         opts = replace(opts, multiple=multiple)  # checks sizes against this VAE
     sources = find_sources(source)
@@ -55,3 +58,16 @@ def run_cache(
     summary.seconds = time.monotonic() - started
     return summary
 
+
+def refuse_unreadable(opts: CacheOptions, z_dim: int) -> None:
+    """Refuse, before any work, what the chosen format's reader could not use."""
+    if opts.format == "musubi" and z_dim != musubi.LATENT_CHANNELS:
+        raise ValueError(
+            f"--format musubi: musubi-tuner's Wan cache holds the Wan 2.1 VAE's {musubi.LATENT_CHANNELS} latent channels "
+            f"(Wan 2.1, SkyReels-V2, Wan 2.2 A14B), and this VAE's latents have {z_dim}: use --format wanvae"
+        )
+    if opts.conditioning and z_dim == 48:
+        raise ValueError(
+            "--conditioning: Wan 2.2's TI2V-5B needs no conditioning tensor: its image conditioning is the clip's own "
+            "first latent frame (latents[:, :1], equal to the first frame encoded alone by causality)"
+        )

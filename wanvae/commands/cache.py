@@ -34,6 +34,9 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--size", type=parse_size, metavar="WxH", help="every clip at this size (cover-resize, centre-crop)")
     p.add_argument("--buckets", type=_sizes, metavar="WxH,WxH,...", help="each clip to the bucket nearest its aspect ratio")
     p.add_argument("--alpha", choices=("refuse", "black", "white"), default="refuse", help="clips with transparent pixels: fail them (default), or composite them on black or white")
+    p.add_argument("--format", choices=("wanvae", "musubi"), default="wanvae", help="wanvae: one .safetensors per clip as `wanvae encode` writes (default); musubi: the files musubi-tuner's Wan trainer reads unchanged (videos/ and images/ folders)")
+    p.add_argument("--conditioning", choices=("i2v", "flf"), help="also cache image-to-video conditioning: i2v the first frame, flf the first and last (Wan's FLF2V), with Wan's mask")
+    p.add_argument("--latent-dtype", choices=("bf16", "fp16", "fp32"), help="what the files hold (default: fp32 for --format wanvae, bf16 for musubi, as musubi-tuner caches)")
     p.add_argument("--workers", type=int_in(1, 64, "a worker count"), default=2, help="decoding workers running ahead of the encoder (default 2)")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="local processes, or a Ray cluster (pip install 'wanvae[ray]')")
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
@@ -58,6 +61,8 @@ def run(args) -> int:
     opts = CacheOptions(
         frames=None if args.mode == "full" else args.frames,
         mode=args.mode, clips=args.clips, stride=args.stride, fps=args.fps, size=args.size, buckets=args.buckets or (), alpha=args.alpha,
+        format=args.format, conditioning=args.conditioning,
+        latent_dtype={"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(args.latent_dtype),
         multiple=peek_config(weights).spatial_ratio,
     )
     bar = progress_bar(args, 0, "clip", out.name)

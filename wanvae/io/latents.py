@@ -20,12 +20,14 @@ def _as_str(v: Any) -> str:
 
 
 def save_latents(
-    path: str | os.PathLike, latents: Tensor, metadata: dict[str, Any] | None = None, *, overwrite: bool = True
+    path: str | os.PathLike, latents: Tensor, metadata: dict[str, Any] | None = None, *, overwrite: bool = True,
+    extra: dict[str, Tensor] | None = None,
 ) -> Path:
     """Write one clip's latents ([1, 16, t, h, w] or [16, t, h, w]) as .safetensors or .pt.
 
-    Metadata values are stored as strings (non-strings as JSON). The file appears whole
-    or not at all.
+    Metadata values are stored as strings (non-strings as JSON). `extra` tensors are stored
+    beside `latents` under their own names (the cache's image-to-video `conditioning` and
+    `conditioning_mask`). The file appears whole or not at all.
     """
     path = Path(path)
     if path.suffix not in LATENT_SUFFIXES:
@@ -37,14 +39,17 @@ def save_latents(
     if latents.dim() != 4:
         raise ValueError(f"latents must be [16, t, h, w] (or [1, 16, t, h, w]), got {tuple(latents.shape)}")
     meta = {k: _as_str(v) for k, v in (metadata or {}).items()}
-    tensor = latents.detach().to("cpu").contiguous()
+    tensors = {"latents": latents, **(extra or {})}
+    if "metadata" in tensors:
+        raise ValueError("'metadata' is not a tensor name a latents file can hold")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path, overwrite=overwrite) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file({"latents": tensor}, str(tmp), metadata=meta)
+            save_file(tensors, str(tmp), metadata=meta)
         else:
-            torch.save({"latents": tensor, "metadata": meta}, str(tmp))
+            torch.save({**tensors, "metadata": meta}, str(tmp))
     return path
 
 
