@@ -106,7 +106,7 @@ def test_weights_from_the_environment_and_never_a_silent_fallback(files, tmp_pat
     assert r.returncode == 0, r.stderr
     r = run("encode", files["png"], "-o", tmp_path / "b.safetensors")
     assert r.returncode == 2
-    assert "no checkpoint: pass --weights CKPT or set WANVAE_WEIGHTS" in r.stderr
+    assert "no checkpoint: pass --weights CKPT (or --weights demo, the bundled demo model) or set WANVAE_WEIGHTS" in r.stderr
 
 
 def test_roundtrip_reports_and_writes_its_comparison(files, tmp_path):

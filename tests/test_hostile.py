@@ -166,6 +166,12 @@ def _cases(w) -> list[Case]:
         Case("encode --device cuda", [*enc, "--device", "cuda"], 2, "no CUDA device"),
         Case("encode --device banana", [*enc, "--device", "banana"], 2, "not a device name"),
         Case("encode no weights", ["encode", mp4, "-o", "x.safetensors"], 2, "no checkpoint"),
+        # never silently something else: a tile below the smallest, latents where a video belongs
+        Case("encode --tile 64", [*enc, "--tile", "64"], 2, "tiles are at least 128 px"),
+        Case("encode --tile 96x256", [*enc, "--tile", "96x256"], 2, "--tile 96x256: this model's tiles are at least 128 px"),
+        Case("encode a latents file", ["encode", lat, "-o", "x.safetensors", *ck], 2, "is a latents file, not a video or image: decode it"),
+        Case("roundtrip a latents file", ["roundtrip", lat, "-o", "rt", *ck], 2, "is a latents file"),
+        Case("cache --tile 64", ["cache", str(w["src"]), "-o", "c", *ck, "--tile", "64"], 2, "tiles are at least 128 px"),
         # checkpoints: the whole file is checked, the half that is not used included
         Case("encode with a NaN decoder", ["encode", mp4, "-o", "x.safetensors", "--weights", str(w["ckpt_nan"])], 2, "NaN"),
         Case("encode with a pickle", ["encode", mp4, "-o", "x.safetensors", "--weights", str(w["evil"])], 2, "never unpickles"),
@@ -275,7 +281,7 @@ def test_a_signal_mid_encode_leaves_nothing(world, tmp_path, sig, code):
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen([WANVAE, "encode", str(clip), "-o", str(out / "x.safetensors"), "--weights", str(world["ckpt"]),
-                             "--tile", "64"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             "--tile", "128"], stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(3.0)  # well into the encode: torch imported, weights loaded
     os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=20)

@@ -56,7 +56,13 @@ def check_video(video: Tensor, cfg: VAEConfig, dtype: torch.dtype | None = None,
     """Validate pixels [B, 3, T, H, W] (or images [B, 3, H, W]) and return them as 5-D."""
     if not isinstance(video, Tensor):
         raise ValueError(f"video must be a torch.Tensor [B, 3, T, H, W], got {type(video).__name__}")
+    given = tuple(video.shape)  # what the caller passed, for the messages
     if video.dim() == 4:
+        if video.shape[1] != 3 and video.shape[0] == 3:
+            raise ValueError(
+                f"video {given} reads as an image batch [B, 3, H, W] with {video.shape[1]} channels; a clip [3, T, H, W] "
+                "needs its batch axis: x[None] gives [1, 3, T, H, W]"
+            )
         video = video.unsqueeze(2)  # an image batch: one-frame clips
     elif video.dim() == 3:
         raise ValueError(
@@ -68,9 +74,9 @@ def check_video(video: Tensor, cfg: VAEConfig, dtype: torch.dtype | None = None,
     b, c, t, h, w = video.shape
     if c != 3:
         hint = " (channels-last input? use x.permute(0, 4, 1, 2, 3))" if w == 3 else ""
-        raise ValueError(f"video must have 3 (RGB) channels in dim 1, got {c} in shape {tuple(video.shape)}{hint}")
+        raise ValueError(f"video must have 3 (RGB) channels in dim 1, got {c} in shape {given}{hint}")
     if b == 0 or t == 0:
-        raise ValueError(f"video is empty: shape {tuple(video.shape)}")
+        raise ValueError(f"video is empty: shape {given}")
     s = cfg.spatial_ratio
     if h % s or w % s:
         raise ValueError(size_error(w, h, s, cfg.family))
@@ -91,8 +97,10 @@ def latent_channels_error(channels: int, cfg: VAEConfig, shape: tuple | None = N
     came_from, decoder = FAMILY_CHANNELS.get(channels), FAMILY_CHANNELS.get(cfg.z_dim)
     where = f" in {shape}" if shape else ""
     if came_from and decoder and came_from != decoder:
+        # A model of another architecture for the same latents says what it is (cfg.family).
+        this = f"a {decoder} VAE" if cfg.family.startswith("Wan") else f"a {cfg.family}"
         return (
-            f"these are {came_from} latents ({channels} channels{where}) but this is a {decoder} VAE "
+            f"these are {came_from} latents ({channels} channels{where}) but this is {this} "
             f"({cfg.z_dim} channels): decode them with a {came_from} checkpoint"
         )
     return f"latents must have {cfg.z_dim} channels in dim 1, got {channels}{where}"

@@ -162,6 +162,12 @@ class VAEConfig:
         """Frames per latent frame after the first (4 for Wan 2.1)."""
         return 2 ** sum(self.temporal_downsample)
 
+    @property
+    def decoded_spatial_ratio(self) -> int:
+        """Output pixels per latent along H and W: the encoder's ratio (a preview decoder of
+        another architecture may make less)."""
+        return self.spatial_ratio
+
     def latent_frames(self, frames: int) -> int:
         return 1 + (frames - 1) // self.temporal_ratio
 

@@ -12,12 +12,13 @@ INDEX_NAME = "index.jsonl"
 ROW_KEYS = ("source", "start", "frames", "fps", "size", "latent_shape", "output", "status", "error", "caption")
 
 
-def make_row(job, status: str, latent_shape=None, error: str = "") -> dict:
+def make_row(job, status: str, latent_shape=None, error: str = "", fps: float | None = None) -> dict:
+    """`fps`: the clip's frame rate as read (the source's own unless resampled), once known."""
     return {
         "source": job.rel,
         "start": job.start,
         "frames": job.frames,
-        "fps": job.fps,
+        "fps": fps if fps is not None else job.fps,
         "size": f"{job.size[0]}x{job.size[1]}",
         "latent_shape": list(latent_shape) if latent_shape is not None else None,
         "output": job.output_name if status == "ok" else None,

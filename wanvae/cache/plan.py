@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..io import musubi, values, video
 from ..io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..io.values import plural
 
 MODES = ("head", "uniform", "slide", "full")
 # wanvae's own files (one `latents` tensor per clip plus metadata, what `wanvae encode`
@@ -247,7 +248,7 @@ def plan_source(src: Source, opts: CacheOptions) -> list[Job]:
     start = src.start if src.start is not None else 0.0
     frames = src.frames if src.frames is not None else opts.frames
     if frames is not None and (frames < 1 or (frames - 1) % 4):
-        raise video.MediaError(f"{src.rel}: frames must be 1 + 4k, got {frames}")
+        raise video.MediaError(f"frames must be 1 + 4k, got {frames}")
     # Every frame from `start` (resampled to fps), as a plan; clips are windows into it.
     everything = video.plan_frames(info, start=start, fps=fps, ratio=1)  # ratio 1: any count
     available = list(everything.indices)
@@ -264,7 +265,11 @@ def plan_source(src: Source, opts: CacheOptions) -> list[Job]:
     if frames is None:
         raise ValueError("--frames is needed unless --mode full")
     if m < frames:
-        raise video.MediaError(f"{src.rel}: too short for one clip: {m} frames from {start:g}s, a clip needs {frames}")
+        fits = f"--frames {1 + 4 * ((m - 1) // 4)} or fewer, or " if m else ""
+        raise video.MediaError(
+            f"too short for one clip: {plural(m, 'frame')} from {start:g}s, a clip needs {frames} "
+            f"({fits}--mode full for each source's longest 1 + 4k frames)"
+        )
     if opts.mode in ("head", "full"):
         starts = [0]
     elif opts.mode == "uniform":

@@ -12,7 +12,7 @@ from ..io import musubi
 from ..io.atomic import remove_leftovers
 from ..io.files import clip_metadata
 from ..io.latents import save_latents
-from .index import INDEX_NAME, Index, failed_source_row, make_row
+from .index import INDEX_NAME, Index, failed_source_row, make_row, read_index
 from .plan import CacheOptions, Job, Source, source_stamp
 
 
@@ -46,6 +46,11 @@ class CacheRun:
             for suffix in (".safetensors", Path(INDEX_NAME).suffix):
                 remove_leftovers(folder, suffix)
         self.claimed: dict[str, str] = {}  # output name -> the source (and row) that writes it
+        # Clips an earlier run wrote (with other options, or from sources no longer given)
+        # are still in the folder: they stay listed, so the index names every file it holds.
+        for row in read_index(self.out):
+            if row.get("status") == "ok" and row.get("output") and (self.out / row["output"]).is_file():
+                self.index.rows[row["output"]] = row
 
     def job_key(self, job: Job) -> str:
         # Compositing changes the pixels, so it is part of what the output depends on; so do
@@ -97,7 +102,7 @@ class CacheRun:
             meta = self.is_done(job)
             if meta is not None:
                 self.summary.skipped += 1
-                self.index.put(job.output_name, make_row(job, "ok", meta["_shape"]))
+                self.index.put(job.output_name, make_row(job, "ok", meta["_shape"], fps=_number(meta.get("fps"))))
             else:
                 todo.append(job)
         self._tick()
@@ -134,7 +139,7 @@ class CacheRun:
             extra = {k: tensors[k].to(stored) for k in ("conditioning", "conditioning_mask") if k in tensors}
             save_latents(path, latents.to(stored), meta, extra=extra)
         self.summary.done += 1
-        self.index.put(job.output_name, make_row(job, "ok", latents.shape))
+        self.index.put(job.output_name, make_row(job, "ok", latents.shape, fps=facts["fps"]))
         self._tick()
 
     def close(self) -> Summary:
@@ -145,3 +150,9 @@ class CacheRun:
         if self.progress:
             self.progress(self.summary)
 
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None

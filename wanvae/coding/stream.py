@@ -172,9 +172,14 @@ class StreamDecoder:
     what is still held back (pushes are cut into the whole-clip decode's chunks).
     """
 
-    def __init__(self, vae: Coder, tile: TileArg = None, *, clamp: bool = True) -> None:
+    def __init__(self, vae: Coder, tile: TileArg = None, *, clamp: bool = True, chunk: int | None = None) -> None:
+        """`chunk`: latent frames per decoder step. 1 gives each pushed latent's frames at once
+        (what a world model pushing one latent at a time wants); by default the steps are
+        the whole-clip decode's, and then the frames equal `decode`'s bit for bit."""
         vae.require("decoder")
-        self.vae, self.tile, self.clamp = vae, tile, clamp
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be a positive number of latent frames, got {chunk}")
+        self.vae, self.tile, self.clamp, self.chunk = vae, tile, clamp, chunk
         self.latents_in = 0
         self.frames_out = 0
         self.closed = False
@@ -191,6 +196,8 @@ class StreamDecoder:
         b, _, _, h, w = z.shape
         self._shape = (b, h, w)
         plan = self.vae.plan("decoder", (b, z.shape[1], 0, h, w), self.tile)
+        if self.chunk:
+            plan = replace(plan, step=self.chunk)
         self._stepper = Stepper(self.vae.stages("decoder"), plan)
         self._chunker = _Chunker(plan.first, plan.step)
 

@@ -48,7 +48,7 @@ def run(args) -> int:
 
     from ..cache.plan import CacheOptions
     from ..cache.run import run_cache
-    from .common import DTYPES, EXIT_OK, EXIT_PARTIAL, UsageError, check_output, chosen_device, progress_bar, resolve_weights
+    from .common import DTYPES, EXIT_OK, EXIT_PARTIAL, UsageError, check_output, check_tile, chosen_device, progress_bar, resolve_weights
 
     weights = resolve_weights(args)
     out = Path(args.out)
@@ -58,6 +58,7 @@ def run(args) -> int:
     check_output(out / "index.jsonl", overwrite=True, inputs=(args.source, weights))
     from ..io.weights import peek_config
 
+    check_tile(args.tile, peek_config(weights))
     opts = CacheOptions(
         frames=None if args.mode == "full" else args.frames,
         mode=args.mode, clips=args.clips, stride=args.stride, fps=args.fps, size=args.size, buckets=args.buckets or (), alpha=args.alpha,

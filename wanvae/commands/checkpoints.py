@@ -18,7 +18,7 @@ def add_parsers(sub, common, model, frames) -> None:
     p.add_argument("checkpoint", help="any checkpoint wanvae loads")
     p.add_argument("out_pos", nargs="?", metavar="OUT", help="output file (original) or folder (diffusers)")
     p.add_argument("-o", "--out", help="same as OUT")
-    p.add_argument("--to", choices=("original", "diffusers"), required=True, help="target layout")
+    p.add_argument("--to", choices=("original", "diffusers"), help="target layout (default: original for a .safetensors, .pth or .pt OUT, diffusers for a folder)")
     p.set_defaults(run=convert)
 
 
@@ -48,16 +48,29 @@ def info(args) -> int:
     return EXIT_OK
 
 
+ORIGINAL_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
 def convert(args) -> int:
-    from ..io.weights import load, save
+    import torch
+
+    from ..io.weights import describe, load, save
 
     out = Path(args.out_pos or args.out or "")
     if not str(out) or str(out) == ".":
-        raise UsageError("convert needs an output: wanvae convert CKPT OUT --to original|diffusers")
-    if args.to == "original" and out.suffix not in (".safetensors", ".pth", ".pt"):
+        raise UsageError("convert needs an output: wanvae convert CKPT OUT (a .safetensors or .pth file, or a folder for diffusers)")
+    to = args.to or ("original" if out.suffix in ORIGINAL_SUFFIXES else "diffusers")
+    if to == "original" and out.suffix not in ORIGINAL_SUFFIXES:
         raise UsageError(f"{out}: an original-layout checkpoint is .safetensors or .pth")
+    if to == "diffusers" and out.suffix in ORIGINAL_SUFFIXES:
+        raise UsageError(f"{out}: diffusers' layout is a folder (config.json and the weights), not a {out.suffix} file")
     check_output(out, args.overwrite, inputs=(args.checkpoint,))
-    vae = load(args.checkpoint)
-    save(vae, out, format=args.to)
-    say(args, f"{out}: {args.to} layout, {sum(p.numel() for p in vae.parameters()):,} parameters")
+    # The weights keep their precision: an fp16 file stays fp16 (half the size), unless its
+    # tensors disagree, when fp32 holds every one of them exactly.
+    dtypes = describe(args.checkpoint)["dtypes"]
+    dtype = getattr(torch, dtypes[0]) if len(dtypes) == 1 and dtypes[0] in ("float32", "float16", "bfloat16") else torch.float32
+    vae = load(args.checkpoint, dtype=dtype)
+    save(vae, out, format=to)
+    kept = str(dtype).removeprefix("torch.")
+    say(args, f"{out}: {to} layout, {sum(p.numel() for p in vae.parameters()):,} parameters in {kept}, config {vae.config.name!r}")
     return EXIT_OK

@@ -26,6 +26,9 @@ def add_parsers(sub, common, model, frames) -> None:
     p.add_argument("latents", help="latents file from `wanvae encode`")
     p.add_argument("-o", "--out", help="output .mp4 (or .png for one frame)")
     p.add_argument("--fps", type=values.frame_rate, help="frame rate (default: the one recorded at encode time, else the family's: 16 for Wan 2.1, 24 for Wan 2.2)")
+    p.add_argument("--skip-upscale", action="append", choices=("time", "space"), default=[],
+                   help="TAEHV previews only, cheaper: 'time' makes one frame per latent (a quarter of the frames), "
+                        "'space' skips the last 2x up-sampling (frames at half the size); repeatable")
     p.set_defaults(run=decode)
 
     p = sub.add_parser("roundtrip", parents=[common, model, frames], help="encode + decode, report PSNR/SSIM", description="Encode and decode a file; report PSNR and SSIM per frame and overall; write a side-by-side video and a PNG strip.")
@@ -46,6 +49,7 @@ def encode(args) -> int:
     if out.suffix not in (".safetensors", ".pt"):
         raise UsageError(f"{out}: latents are written as .safetensors or .pt (or pass --format)")
     check_output(out, args.overwrite, inputs=(args.input, resolve_weights(args)))
+    refuse_latents(args.input)
     info = probe(args.input)  # a missing, corrupt or stream-less file fails before weights load
     vae, weights = load_model(args, parts="encoder")
     info, plan, size = plan_encode(args.input, vae, info=info, **encode_options(args))
@@ -69,7 +73,7 @@ def encode(args) -> int:
     bar.close()
     save_latents(out, latents, meta, overwrite=args.overwrite)
     took = time.perf_counter() - started
-    say(args, f"{out}: latents {list(latents.shape[1:])} from {plan.count} frames at {size[0]}x{size[1]} in {took:.1f}s")
+    say(args, f"{out}: latents {list(latents.shape[1:])} from {values.plural(plan.count, 'frame')} at {size[0]}x{size[1]} in {took:.1f}s")
     return EXIT_OK
 
 
@@ -85,6 +89,10 @@ def decode(args) -> int:
     vae, _ = load_model(args, parts="decoder")
     if latents.shape[1] != vae.config.z_dim:
         raise UsageError(f"{args.latents}: {latent_channels_error(latents.shape[1], vae.config)}")
+    if args.skip_upscale:
+        if not hasattr(vae, "preview"):
+            raise UsageError("--skip-upscale: only the TAEHV tiny autoencoders have preview modes; this is a Wan VAE")
+        vae = vae.preview(time="time" not in args.skip_upscale, space="space" not in args.skip_upscale)
     sha = file_sha256(resolve_weights(args)) if meta.get("checkpoint_sha256") else None
     notes = metadata_warnings(meta, tuple(latents.shape), vae.config.spatial_ratio, vae.config.temporal_ratio, sha)
     for note in notes:
@@ -100,8 +108,9 @@ def decode(args) -> int:
 
     decode_latents_to_file(latents, vae, out, fps=fps, tile=args.tile, overwrite=args.overwrite, progress=progress)
     bar.close()
-    h, w = latents.shape[3] * vae.config.spatial_ratio, latents.shape[4] * vae.config.spatial_ratio
-    say(args, f"{out}: {frames} frames at {w}x{h}, {fps:g} fps in {time.perf_counter() - started:.1f}s")
+    h, w = latents.shape[3] * vae.config.decoded_spatial_ratio, latents.shape[4] * vae.config.decoded_spatial_ratio
+    rate = f", {fps:g} fps" if frames > 1 else ""  # a PNG has no frame rate
+    say(args, f"{out}: {values.plural(frames, 'frame')} at {w}x{h}{rate} in {time.perf_counter() - started:.1f}s")
     return EXIT_OK
 
 
@@ -119,6 +128,7 @@ def roundtrip(args) -> int:
     for overwrite in (True, args.overwrite):
         for name in ROUNDTRIP_OUTPUTS:
             check_output(out_dir / name, overwrite, inputs=(args.input, resolve_weights(args)))
+    refuse_latents(args.input)
     info = video.probe(args.input)
     vae, weights = load_model(args)
     info, plan, size = plan_encode(args.input, vae, info=info, **encode_options(args))
@@ -137,3 +147,11 @@ def roundtrip(args) -> int:
             print(f"frame {i:4d}  PSNR {p:6.2f} dB  SSIM {s:.4f}")
     say(args, f"{out_dir}: PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f} over {original.shape[1]} frames, latents {report['latent_shape']}, {took:.1f}s")
     return EXIT_OK
+
+
+def refuse_latents(path: str) -> None:
+    """A latents file given where a video or image belongs: say what it is and what to run."""
+    from ..io.files import holds_latents
+
+    if holds_latents(path):
+        raise UsageError(f"{path}: is a latents file, not a video or image: decode it with `wanvae decode {path}`")

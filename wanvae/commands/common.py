@@ -29,11 +29,36 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# `--weights demo` (or WANVAE_WEIGHTS=demo): the small model bundled in the package, whose
+# file sits somewhere in site-packages. A file of that name is reached as ./demo.
+DEMO = "demo"
+
+
 def resolve_weights(args) -> str:
     path = args.weights or os.environ.get("WANVAE_WEIGHTS")
     if not path:
-        raise UsageError("no checkpoint: pass --weights CKPT or set WANVAE_WEIGHTS (wanvae never picks weights on its own)")
+        raise UsageError("no checkpoint: pass --weights CKPT (or --weights demo, the bundled demo model) or set "
+                         "WANVAE_WEIGHTS (wanvae never picks weights on its own)")
+    if path == DEMO:
+        from ..training.demo import DEMO_WEIGHTS, asset
+
+        return str(asset(DEMO_WEIGHTS))
     return path
+
+
+def check_tile(tile, config) -> None:
+    """Refuse a --tile below the model's smallest tile instead of running a larger one unsaid:
+    a tile must span 16 latent positions, more than the layers reach across a seam."""
+    from ..coding.tiling import MIN_TILE_LATENTS
+
+    if tile is None or isinstance(tile, str):
+        return
+    sides = (tile, tile) if isinstance(tile, int) else tuple(tile)
+    least = MIN_TILE_LATENTS * config.spatial_ratio
+    if min(sides) < least:
+        given = "x".join(str(v) for v in dict.fromkeys(sides)) if isinstance(tile, int) else f"{sides[0]}x{sides[1]}"
+        raise UsageError(f"--tile {given}: this model's tiles are at least {least} px ({MIN_TILE_LATENTS} latent positions, "
+                         f"more than its layers reach across a seam); use --tile {least} or more, 'auto' or 'none'")
 
 
 def chosen_device(args) -> str:
@@ -66,7 +91,11 @@ def load_model(args, parts: str = "all"):
 
     from ..io.weights import load
 
+    from ..io.weights import peek_config
+
     path = resolve_weights(args)
+    check_tile(getattr(args, "tile", None), peek_config(path))
+
     def dtype_of(name: str | None):
         return None if name is None else getattr(torch, DTYPES[name])
 

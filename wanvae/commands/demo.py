@@ -76,5 +76,5 @@ def run(args) -> int:
     say(args, f"latents: {list(latents.shape[1:])}  ({clip.numel() // latents[0].numel()}x fewer numbers)")
     say(args, f"quality: PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.4f}")
     say(args, f"time:    encode {encoded - started:.2f}s, decode {decoded - encoded:.2f}s on {device}")
-    say(args, f"wrote:   {out}/side_by_side.mp4, {out}/frames.png (original | reconstruction | difference), metrics.json")
+    say(args, f"wrote:   {out}/side_by_side.mp4 and {out}/frames.png (original | reconstruction | difference), {out}/reconstruction.mp4, {out}/metrics.json")
     return 0

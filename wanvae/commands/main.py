@@ -29,13 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     model = Parser(add_help=False)
-    model.add_argument("--weights", metavar="CKPT", help="checkpoint: Wan2.1_VAE.pth, .safetensors or a diffusers folder (default: $WANVAE_WEIGHTS)")
+    model.add_argument("--weights", metavar="CKPT", help="checkpoint: Wan2.1_VAE.pth, .safetensors, a diffusers folder, or 'demo' for the bundled demo model (default: $WANVAE_WEIGHTS)")
     model.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     model.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute precision (default float32; on a CPU, bf16 is about 2x faster where it has AVX512-BF16 or AMX and far slower where it has not)")
     model.add_argument("--encoder-dtype", choices=sorted(DTYPES), help="the encoder's precision, if not --dtype (bf16 encoding costs more quality than bf16 decoding)")
     model.add_argument("--decoder-dtype", choices=sorted(DTYPES), help="the decoder's precision, if not --dtype")
     model.add_argument("--compile", action="store_true", help="run through torch.compile (pays off on a GPU; on a CPU eager is faster)")
-    model.add_argument("--tile", type=values.tile, default="auto", metavar="PX", help="spatial tile in pixels: 256, 384x256, 'auto' (default: from free memory) or 'none'; exact, no seams")
+    model.add_argument("--tile", type=values.tile, default="auto", metavar="PX", help="spatial tile in pixels, at least 128 (256 for Wan 2.2): 256, 384x256, 'auto' (default: from free memory) or 'none'; exact, no seams")
 
     frames = Parser(add_help=False)
     frames.add_argument("--size", type=values.size, metavar="WxH", help="output size, multiples of 8 (16 for Wan 2.2); default: the source's centre, cropped (never resampled) to multiples of 16 (32 for Wan 2.2)")

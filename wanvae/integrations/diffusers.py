@@ -115,7 +115,7 @@ class WanVAEForDiffusers(ModelMixin, ConfigMixin):
 
     def _tile(self, part: str) -> tuple[int, int] | None:
         """Our tile (w, h) in video pixels for `part`, or None when tiling is off."""
-        if not self.use_tiling:
+        if not self.use_tiling or not getattr(self.wan, "tiles", True):
             return None
         scale = self.wan.config.patch_size if part == "encoder" else 1
         return int(self.tile_sample_min_width) * scale, int(self.tile_sample_min_height) * scale
@@ -160,6 +160,8 @@ class WanVAEForDiffusers(ModelMixin, ConfigMixin):
 
         if kwargs.get("push_to_hub"):
             raise ValueError("WanVAEForDiffusers.save_pretrained writes a local folder only; push it with huggingface_hub")
+        if not isinstance(self.wan, WanVAE):
+            raise ValueError("a TAEHV model has no AutoencoderKLWan folder layout: keep its own file (wanvae.load reads it)")
         save(self.wan, Path(save_directory), format="diffusers")
 
     @classmethod
@@ -189,16 +191,24 @@ def conditioning_frames(x: Tensor, temporal_ratio: int) -> tuple[Tensor, Tensor 
     return first, (last if last.any() else None)
 
 
-def for_diffusers(vae: WanVAE | str | os.PathLike) -> WanVAEForDiffusers:
-    """A `WanVAE` (or a checkpoint path) as a drop-in `vae` for diffusers' Wan pipelines.
+def for_diffusers(vae) -> WanVAEForDiffusers:
+    """A `WanVAE`, a TAEHV `TinyVAE` (or a checkpoint path) as a drop-in `vae` for diffusers'
+    Wan pipelines.
 
     The adapter holds `vae` itself (no copy): its weights, device and dtypes are the model's.
+    A TAEHV model decodes a pipeline's drafts in seconds; the pipeline sees the config of
+    the Wan VAE whose latents it takes (Wan 2.1's, or Wan 2.2's for taew2_2).
     """
-    if not isinstance(vae, WanVAE):
+    if not isinstance(vae, torch.nn.Module):
         from ..io.weights import load
 
         vae = load(vae)
-    kwargs = {k: v for k, v in diffusers_config(vae.config).items() if not k.startswith("_")}
+    wan_config = vae.config
+    if not isinstance(vae, WanVAE):
+        from ..config import preset
+
+        wan_config = preset("wan2.2" if vae.config.z_dim == 48 else "wan2.1")
+    kwargs = {k: v for k, v in diffusers_config(wan_config).items() if not k.startswith("_")}
     with torch.device("meta"):  # the WanVAE the constructor builds is replaced at once
         adapter = WanVAEForDiffusers(**kwargs)
     adapter.wan = vae

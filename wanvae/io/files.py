@@ -206,7 +206,7 @@ def decode_latents_to_file(
     fps = fps or vae.config.pipeline_fps
     if latents.dim() != 5 or latents.shape[0] != 1:
         raise ValueError(f"decode one clip at a time: latents must be [1, {vae.config.z_dim}, t, h, w], got {tuple(latents.shape)}")
-    s = vae.config.spatial_ratio
+    s = vae.config.decoded_spatial_ratio
     frames, h, w = vae.config.pixel_frames(latents.shape[2]), latents.shape[3] * s, latents.shape[4] * s
     with video.VideoWriter(out, fps, overwrite=overwrite) as writer:
         if whole_clip_is_smaller(vae, "decoder", frames, h, w):

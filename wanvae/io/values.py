@@ -102,3 +102,8 @@ frame_rate = float_in(0.0, MAX_FPS, "frames per second", open_low=True)
 seconds = float_in(0.0, MAX_SECONDS, "seconds")
 seed = int_in(0, MAX_SEED, "a seed")
 area = int_in(1, MAX_SIDE * MAX_SIDE, "an area in pixels")
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 frame', '17 frames': counts as a person writes them."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

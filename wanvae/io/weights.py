@@ -257,6 +257,8 @@ def read_checkpoint(
         cfg = _infer_config_diffusers(tensors, metadata)
         tensors = {diffusers_to_original(k, cfg): v for k, v in tensors.items()}
         return tensors, metadata, "diffusers"
+    if _is_taehv(tensors):
+        return tensors, metadata, "taehv"
     if "encoder.conv1.weight" not in tensors:
         sample = ", ".join(sorted(tensors)[:3])
         raise CheckpointError(f"{path}: not a Wan VAE checkpoint (no encoder.conv1.weight or encoder.conv_in.weight; keys start {sample})")
@@ -310,7 +312,7 @@ def config_from_diffusers_json(c: Mapping) -> VAEConfig:
         upsample_halves=not residual,
         latents_mean=c.get("latents_mean"),
         latents_std=c.get("latents_std"),
-        name="wan2.2" if residual else "wan2.1",
+        name=c.get("_wanvae_name") or ("wan2.2" if residual else "wan2.1"),
     )
 
 
@@ -447,6 +449,8 @@ def load(
 
 
 def _load(path, device, dtype: torch.dtype, parts: str) -> WanVAE:
+    if not isinstance(path, torch.nn.Module) and read_checkpoint(path, keep=lambda key: False)[2] == "taehv":
+        return load_taehv(path, device, dtype)
     keep = None
     if parts != "all":
         prefixes = ("encoder.", "conv1.") if parts == "encoder" else ("decoder.", "conv2.")
@@ -533,6 +537,15 @@ def describe(path: str | os.PathLike) -> dict:
         "parameters": sum(t.numel() for t in tensors.values()),
         "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
     }
+    if _is_taehv(tensors):
+        try:
+            cfg = taehv_config(tensors, path)
+            _taehv_state(tensors, cfg, path)
+        except CheckpointError as e:
+            return {**result, "family": "TAEHV", "fits": False, "problem": str(e)}
+        takes = "raw latents (the VAE's mean)" if cfg.raw_latents else "normalised latents"
+        return {**result, "family": cfg.family, "model": f"TAEHV tiny autoencoder {cfg.name}, taking {takes}", "fits": True,
+                "config": dataclasses.asdict(cfg)}
     try:
         cfg = infer_config(tensors, metadata)
         with torch.device("meta"):
@@ -547,6 +560,8 @@ def describe(path: str | os.PathLike) -> dict:
 def peek_config(path: str | os.PathLike) -> VAEConfig:
     """A checkpoint's config from its metadata or its tensors' shapes, reading no weights."""
     tensors, metadata, _ = read_checkpoint(path, keep=lambda key: False)
+    if _is_taehv(tensors):
+        return taehv_config(tensors, path)
     try:
         return infer_config(tensors, metadata)
     except (KeyError, ValueError, UnboundLocalError, IndexError, ZeroDivisionError) as e:
@@ -641,7 +656,10 @@ def _save_diffusers(state: Mapping[str, Tensor], cfg: VAEConfig, path: Path) -> 
     renamed = {original_to_diffusers(k, cfg): v for k, v in state.items()}
     with atomic_dir(path) as tmp:
         save_file(renamed, str(tmp / DIFFUSERS_WEIGHTS), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(diffusers_config(cfg), indent=2) + "\n")
+        # diffusers ignores config keys that start with "_": the name rides along, so a
+        # round trip through diffusers' layout gives the checkpoint its name back.
+        config = {**diffusers_config(cfg), "_wanvae_name": cfg.name}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return path
 
 
@@ -655,3 +673,55 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# ---- TAEHV (madebyollin's tiny autoencoders): told from Wan's by their keys -----------------------
+def _is_taehv(tensors: Mapping[str, Tensor]) -> bool:
+    """TAEHV files number their layers (`encoder.0.weight`, `decoder.1.weight`); Wan's name them."""
+    return "encoder.0.weight" in tensors and "encoder.conv1.weight" not in tensors
+
+
+def taehv_config(tensors: Mapping[str, Tensor], path: str | os.PathLike = ""):
+    """A TAEHV file's config from its shapes (and, for LightX2V's raw-latent files, its name)."""
+    from ..model.taehv import TinyConfig
+
+    name = Path(str(path)).stem or "taehv"
+    if any(k.startswith("decoder.1.conv.") for k in tensors):
+        raise CheckpointError(f"{path}: a TAEHV file whose decoder is built of ConvNeXt-style blocks (taew2_2_super); "
+                              "wanvae reads taew2_1, taew2_2 and the lighttae files, and taew2_2 decodes the same latents")
+    try:
+        patch = round((tensors["encoder.0.weight"].shape[1] / 3) ** 0.5)
+        z_dim = tensors["decoder.1.weight"].shape[1]
+        pools = sorted(int(k.split(".")[1]) for k in tensors if re.fullmatch(r"encoder\.\d+\.conv\.weight", k))
+        encoder_time = tuple(tensors[f"encoder.{i}.conv.weight"].shape[1] == 2 * tensors[f"encoder.{i}.conv.weight"].shape[0] for i in pools)
+    except (KeyError, IndexError) as e:
+        raise CheckpointError(f"{path}: looks like a TAEHV file but lacks {e}") from None
+    return TinyConfig(z_dim=z_dim, patch_size=patch, encoder_time=encoder_time, raw_latents="lighttae" in name.lower(), name=name)
+
+
+def _taehv_state(tensors: Mapping[str, Tensor], cfg, path) -> dict[str, Tensor]:
+    """The file's tensors checked against the model's keys and shapes (one published tolerance:
+    an oversized TGrow weight, of which the last channels are kept)."""
+    from ..model.taehv import TinyVAE, patch_tgrow
+
+    with torch.device("meta"):
+        want = TinyVAE(cfg).state_dict()
+    state = patch_tgrow(dict(tensors), want)
+    missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    wrong = [f"{k} {tuple(state[k].shape)}, model wants {tuple(want[k].shape)}" for k in want if k in state and state[k].shape != want[k].shape]
+    if missing or unexpected or wrong:
+        said = [f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "", wrong[0] if wrong else ""]
+        raise CheckpointError(f"{path}: not a TAEHV checkpoint wanvae can build: " + "; ".join(x for x in said if x))
+    return state
+
+
+def load_taehv(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """A `model.taehv.TinyVAE` from a taew2_1 / taew2_2 / lighttae `.pth` or `.safetensors`."""
+    from ..model.taehv import TinyVAE
+
+    tensors, _, _ = read_checkpoint(path, None, verify=True)
+    cfg = taehv_config(tensors, path)
+    state = _taehv_state(tensors, cfg, path)
+    vae = TinyVAE(cfg)
+    vae.load_state_dict(state, strict=True)
+    return vae.to(device=device, dtype=dtype or torch.float32).eval()

@@ -330,7 +330,11 @@ class WanVAE(nn.Module):
     def plan(self, part: str, shape: tuple[int, ...], tile: TileArg = None) -> PassPlan:
         """How `part` runs over an input of `shape` [B, C, T, H, W] (pixels for the encoder,
         latents for the decoder): the tile grid (`tile` in pixels, 'auto' or None) and the
-        time chunks. Whole clips and streams both follow it."""
+        time chunks. Whole clips and streams both follow it.
+
+        A tile spans at least `tiling.MIN_TILE_LATENTS` latent positions a side (128 px for
+        Wan 2.1, 256 for Wan 2.2): a smaller `tile` is rounded up to that (the command line
+        refuses it instead), and a frame no bigger than one tile is not tiled."""
         self.require(part)
         cfg = self.config
         b, _, t, h, w = shape
