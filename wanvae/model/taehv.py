@@ -229,6 +229,8 @@ class TinyVAE(nn.Module):
         # full resolution: that tail runs one frame at a time (the 4 frames of 64 channels a
         # latent makes at 832x480 are 400 MB per tensor).
         self._tail = max(i for i, m in enumerate(self.decoder) if isinstance(m, MemBlock)) + 1
+        if not (isinstance(self.decoder[self._tail], nn.Upsample) and isinstance(self.decoder[self._tail + 1], TGrow)):
+            raise ValueError("a TAEHV decoder ends with an up-sampling then a TGrow after its last MemBlock")
         for name, module in self.named_modules():
             if isinstance(module, TimeLayer):
                 module.state_key = name
@@ -306,15 +308,29 @@ class TinyVAE(nn.Module):
         x = _run(self.decoder[: self._tail], z, ctx)
         p = self.config.patch_size
         out = []
-        for t in range(x.shape[2]):  # the full-resolution tail, one frame at a time
-            y = _run(self.decoder[self._tail :], x[:, :, t : t + 1], ctx)
-            if p > 1:
-                y = _clip(F.pixel_shuffle(_frames(y), p), y.shape[0])
-            out.append(y.clamp_(0, 1).mul_(2).sub_(1))
+        for t in range(x.shape[2]):
+            for y in self._tail_frames(x[:, :, t]):
+                if p > 1:
+                    y = F.pixel_shuffle(y, p)
+                out.append(y.clamp_(0, 1).mul_(2).sub_(1).unsqueeze(2))
         del x
         y = torch.cat(out, dim=2)
         trim = self.config.decoded_temporal_ratio - 1
         return y[:, :, trim:] if at_start else y
+
+    def _tail_frames(self, x: Tensor):
+        """The layers after the last MemBlock (up-sample, TGrow, conv, ReLU, conv) for one frame
+        [B, C, h, w], one output frame at a time. A 1x1 conv commutes with a nearest
+        up-sampling, and each frame a TGrow makes is its own slice of the weight: so each
+        output frame's channels are made at the lower size and then up-sampled. The same
+        arithmetic per pixel, and a 480p decode's peak is one full-size frame, not two."""
+        up, grow, *rest = self.decoder[self._tail :]
+        weight, c = grow.conv.weight, x.shape[1]
+        for j in range(grow.stride):
+            y = up(F.conv2d(x, weight[j * c : (j + 1) * c]))
+            for layer in rest:
+                y = layer(y)
+            yield y
 
     # ---- whole clips -------------------------------------------------------------------------
     @torch.no_grad()
