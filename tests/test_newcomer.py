@@ -1,8 +1,14 @@
-"""What a new user met in their first hour (issue 37), each fixed and kept fixed."""
+"""What a new user met in their first hour (issue 37), each fixed and kept fixed.
+
+The commands run in-process (`commands.main.main`), which is what the console script calls:
+test_cli and test_hostile run the installed command in subprocesses already, and each
+subprocess costs a torch import.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import torch
@@ -10,10 +16,26 @@ import torch
 import media
 import wanvae
 from conftest import TINY, random_vae
-from test_cli import run
 from wanvae.cache.index import read_index
 from wanvae.cache.plan import CacheOptions
 from wanvae.cache.run import run_cache
+
+
+@pytest.fixture
+def run(capsys, monkeypatch):
+    """A command in this process: (exit status, stdout, stderr)."""
+    from wanvae.commands.main import main
+
+    def call(*args, env=None):
+        monkeypatch.delenv("WANVAE_WEIGHTS", raising=False)
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return call
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +51,7 @@ def world(tmp_path_factory):
     return {"dir": d, "src": src, "videos": videos, "ckpt": wanvae.save(random_vae(TINY, seed=95), d / "tiny.safetensors")}
 
 
-def test_a_short_clip_names_the_fix_once(world, tmp_path):
+def test_a_short_clip_names_the_fix_once(world, tmp_path, run):
     r = run("cache", world["videos"], "-o", tmp_path / "c", "--weights", world["ckpt"], "--tile", "none")
     assert r.returncode == 3
     line, = r.stderr.strip().splitlines()
@@ -38,7 +60,7 @@ def test_a_short_clip_names_the_fix_once(world, tmp_path):
     assert "from 1 frames" not in line
 
 
-def test_weights_demo_names_the_bundled_model_in_every_command(world, tmp_path):
+def test_weights_demo_names_the_bundled_model_in_every_command(world, tmp_path, run):
     png = world["src"] / "still.png"
     r = run("encode", png, "-o", tmp_path / "x.safetensors", "--weights", "demo", "--size", "32x32")
     assert r.returncode == 0, r.stderr
@@ -56,7 +78,7 @@ def test_a_clip_without_its_batch_axis_is_named_as_given():
         vae.encode(torch.rand(3, 17, 64, 64) * 2 - 1)
 
 
-def test_convert_takes_the_layout_from_the_output_and_keeps_dtype_and_name(tmp_path):
+def test_convert_takes_the_layout_from_the_output_and_keeps_dtype_and_name(tmp_path, run):
     vae = random_vae(wanvae.VAEConfig(dim=8, name="my-vae"), seed=97).half()
     src = wanvae.save(vae, tmp_path / "mine.safetensors")
     r = run("convert", src, tmp_path / "folder")
