@@ -431,9 +431,10 @@ def load(
     *,
     encoder_dtype: torch.dtype | None = None,
     decoder_dtype: torch.dtype | None = None,
-) -> WanVAE:
+) -> WanVAE | torch.nn.Module:
     """A `WanVAE` from an original `.pth`/`.safetensors`, a diffusers folder/file, or a
-    diffusers `AutoencoderKLWan` object (its weights renamed in memory, not copied).
+    diffusers `AutoencoderKLWan` object (its weights renamed in memory, not copied); for a
+    TAEHV file (taew2_1, taew2_2, lighttae), a `model.taehv.TinyVAE` with the same calls.
 
     The config comes from the file's metadata, or is inferred from the tensor shapes.
     `parts='encoder'` (or 'decoder') keeps only that half: the other's weights are read,
