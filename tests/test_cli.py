@@ -118,7 +118,10 @@ def test_roundtrip_reports_and_writes_its_comparison(files, tmp_path):
     assert len(report["psnr_per_frame"]) == len(report["ssim_per_frame"]) == 17
     side = video.probe(out / "side_by_side.mp4")
     assert (side.frames, side.width, side.height) == (17, 3 * 96, 64)
-    assert video.probe(out / "frames.png").height == 3 * 64
+    from wanvae.io.labels import label_bar
+
+    bar = label_bar(["original", "reconstruction", "difference"], 96).shape[1]  # the column labels above the frames
+    assert video.probe(out / "frames.png").height == bar + 3 * 64
 
 
 def test_info_and_convert(files, tmp_path):

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .. import __version__
 from . import video
+from .labels import label_bar
 from .latents import load_latents, metadata_warnings, save_latents
 from .weights import file_sha256
 from ..model.vae import WanVAE
@@ -265,7 +266,8 @@ def write_comparison(out_dir: Path, original, recon, fps: float) -> dict:
         for f in recon.unbind(1):
             w.write(f)
     picks = sorted({0, side.shape[1] // 2, side.shape[1] - 1})
-    strip = torch.cat([side[:, i] for i in picks], dim=1)  # frames stacked vertically
+    columns = label_bar(["original", "reconstruction", "difference"], original.shape[-1])
+    strip = torch.cat([columns, *(side[:, i] for i in picks)], dim=1)  # the labels, then frames stacked vertically
     with video.VideoWriter(out_dir / "frames.png", 1.0, overwrite=True) as w:
         w.write(strip)
     mse = (original - recon).pow(2).mean()
