@@ -205,3 +205,13 @@ def test_a_folder_yields_every_file_encode_reads(tmp_path):
     (src / "notes.txt").write_text("not media\n")
     assert video.probe(src / "scan.tif").frames == 1
     assert [s.rel for s in find_sources(src)] == ["clip.mp4", "scan.tif"]
+
+
+def test_clips_decoded_ahead_are_bounded_by_bytes_not_only_count():
+    from wanvae.cache.work import PREFETCH_BYTES, may_queue
+
+    clip = 81 * 3 * 1280 * 720 * 4  # 0.9 GB: a 720p clip of 81 frames in fp32
+    assert may_queue([], 10 * PREFETCH_BYTES, most=4)  # one always waits, however big
+    assert not may_queue([clip], clip, most=4)  # a second 720p clip would pass the budget
+    small = 17 * 3 * 256 * 256 * 4
+    assert may_queue([small] * 3, small, most=4) and not may_queue([small] * 4, small, most=4)  # small clips: the count rules

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from ..io.weights import load
 from .encode import encode_or_error
 from .record import CacheRun
-from .work import init_worker, load_clip, plan_one
+from .work import clip_bytes, init_worker, load_clip, may_queue, plan_one
 
 
 def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dtype, compile: bool = False) -> None:
@@ -27,14 +27,20 @@ def run_local(run: CacheRun, sources, weights, *, workers: int, tile, device, dt
         todo = []
         for src, jobs, error in pool.map(_plan, [(s, run.opts) for s in sources]):
             todo.extend(run.planned(src, jobs, error))
-        prefetch = max(2, workers * 2)  # decoded clips waiting for the encoder, at most
-        pending = [pool.submit(load_clip, job, run.opts.resize, run.opts.alpha) for job in todo[:prefetch]]
-        queued = prefetch
-        while pending:
-            loaded = pending.pop(0).result()
-            if queued < len(todo):
-                pending.append(pool.submit(load_clip, todo[queued], run.opts.resize, run.opts.alpha))
+        most = max(2, workers * 2)  # decoded clips waiting for the encoder, at most (and PREFETCH_BYTES)
+        pending: list[tuple] = []  # (future, bytes)
+        queued = 0
+
+        def fill() -> None:
+            nonlocal queued
+            while queued < len(todo) and may_queue([b for _, b in pending], clip_bytes(todo[queued]), most):
+                pending.append((pool.submit(load_clip, todo[queued], run.opts.resize, run.opts.alpha), clip_bytes(todo[queued])))
                 queued += 1
+
+        fill()
+        while pending:
+            loaded = pending.pop(0)[0].result()
+            fill()
             run.finish(*encode_or_error(vae, loaded, device=device, tile=tile, conditioning=run.opts.conditioning))
     except BaseException:  # Ctrl-C, SIGTERM or a crash
         if pool is not None:

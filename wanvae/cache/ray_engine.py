@@ -14,7 +14,7 @@ import torch
 
 from .encode import encode_or_error
 from .record import CacheRun
-from .work import load_clip, plan_one
+from .work import clip_bytes, load_clip, may_queue, plan_one
 
 
 def _ray():
@@ -72,9 +72,22 @@ def _drive(ray, run: CacheRun, sources, weights, *, workers, tile, device, dtype
     todo = []
     for src, jobs, error in ray.get([plan_task.remote(s, run.opts) for s in sources]):
         todo.extend(run.planned(src, jobs, error))
-    prefetch = max(2, 2 * len(actors))
-    loading = [load_task.remote(job, run.opts.resize, run.opts.alpha) for job in todo[:prefetch]]
-    queued = prefetch
+    most = max(2, 2 * len(actors))  # clips decoded ahead, at most (and PREFETCH_BYTES)
+    loading: list = []
+    # A clip counts against the budget from its decoding until its encode finishes: handed to
+    # an actor it waits in that actor's queue, and in the object store, until then.
+    sizes: dict = {}  # a loading or encoding clip's ref -> its bytes
+    queued = 0
+
+    def fill() -> None:
+        nonlocal queued
+        while queued < len(todo) and may_queue(list(sizes.values()), clip_bytes(todo[queued]), most):
+            ref = load_task.remote(todo[queued], run.opts.resize, run.opts.alpha)
+            loading.append(ref)
+            sizes[ref] = clip_bytes(todo[queued])
+            queued += 1
+
+    fill()
     encoding: dict = {}
     turn = 0
     while loading or encoding:
@@ -82,13 +95,14 @@ def _drive(ray, run: CacheRun, sources, weights, *, workers, tile, device, dtype
         ref = ready[0]
         if ref in encoding:
             del encoding[ref]
+            sizes.pop(ref)
             run.finish(*ray.get(ref))
+            fill()
             continue
         loading.remove(ref)
         actor = actors[turn % len(actors)]
         turn += 1
         # Hand the decoded clip's object reference straight to an actor: no trip through here.
-        encoding[actor.encode.remote(ref)] = True
-        if queued < len(todo):
-            loading.append(load_task.remote(todo[queued], run.opts.resize, run.opts.alpha))
-            queued += 1
+        done = actor.encode.remote(ref)
+        encoding[done] = True
+        sizes[done] = sizes.pop(ref)

@@ -55,3 +55,19 @@ def load_clip(job: Job, resize: str, alpha: str = "refuse") -> tuple[Job, torch.
     except Exception as e:  # noqa: BLE001
         return job, None, {}, str(e).splitlines()[0] if str(e) else type(e).__name__
 
+
+# Decoded clips wait for the encoder up to this many bytes (and at least one always does, so
+# the encoder never starves): 81 frames of 720p are 0.9 GB of fp32 pixels a clip, and a queue
+# of four of them beside the encode would be most of a tiled pass's memory again.
+PREFETCH_BYTES = 1 << 30
+
+
+def clip_bytes(job: Job) -> int:
+    """The decoded clip's size: [3, frames, H, W] in fp32."""
+    return job.frames * 3 * job.size[0] * job.size[1] * 4
+
+
+def may_queue(waiting: list[int], next_bytes: int, most: int, budget: int = PREFETCH_BYTES) -> bool:
+    """Whether one more clip of `next_bytes` may be decoded ahead, with `waiting` (their sizes)
+    already in the queue: at most `most` clips and `budget` bytes, but always one."""
+    return not waiting or (len(waiting) < most and sum(waiting) + next_bytes <= budget)
