@@ -57,24 +57,29 @@ def check_video(video: Tensor, cfg: VAEConfig, dtype: torch.dtype | None = None,
     if not isinstance(video, Tensor):
         raise ValueError(f"video must be a torch.Tensor [B, 3, T, H, W], got {type(video).__name__}")
     given = tuple(video.shape)  # what the caller passed, for the messages
+    c = cfg.image_channels
     if video.dim() == 4:
-        if video.shape[1] != 3 and video.shape[0] == 3:
+        if video.shape[1] != cfg.image_channels and video.shape[0] == cfg.image_channels:
             raise ValueError(
-                f"video {given} reads as an image batch [B, 3, H, W] with {video.shape[1]} channels; a clip [3, T, H, W] "
-                "needs its batch axis: x[None] gives [1, 3, T, H, W]"
+                f"video {given} reads as an image batch [B, {c}, H, W] with {video.shape[1]} channels; a clip [{c}, T, H, W] "
+                f"needs its batch axis: x[None] gives [1, {c}, T, H, W]"
             )
         video = video.unsqueeze(2)  # an image batch: one-frame clips
     elif video.dim() == 3:
         raise ValueError(
-            f"video has 3 dims {tuple(video.shape)}; expected [B, 3, T, H, W] or an image batch "
-            "[B, 3, H, W] (for one image add the batch axis: x[None])"
+            f"video has 3 dims {tuple(video.shape)}; expected [B, {c}, T, H, W] or an image batch "
+            f"[B, {c}, H, W] (for one image add the batch axis: x[None])"
         )
     elif video.dim() != 5:
-        raise ValueError(f"video must be [B, 3, T, H, W] or [B, 3, H, W], got {video.dim()} dims {tuple(video.shape)}")
+        raise ValueError(f"video must be [B, {c}, T, H, W] or [B, {c}, H, W], got {video.dim()} dims {tuple(video.shape)}")
     b, c, t, h, w = video.shape
-    if c != 3:
-        hint = " (channels-last input? use x.permute(0, 4, 1, 2, 3))" if w == 3 else ""
-        raise ValueError(f"video must have 3 (RGB) channels in dim 1, got {c} in shape {given}{hint}")
+    want = cfg.image_channels
+    if c != want:
+        hint = " (channels-last input? use x.permute(0, 4, 1, 2, 3))" if w == want else ""
+        hint += " (drop alpha with x[:, :3], or composite it first)" if c == 4 and want == 3 else ""
+        hint += " (this is an RGBA model: add an alpha plane, e.g. torch.ones_like(x[:, :1]))" if c == 3 and want == 4 else ""
+        kind = {3: "RGB", 4: "RGBA"}.get(want, "image")
+        raise ValueError(f"video must have {want} ({kind}) channels in dim 1, got {c} in shape {given}{hint}")
     if b == 0 or t == 0:
         raise ValueError(f"video is empty: shape {given}")
     s = cfg.spatial_ratio

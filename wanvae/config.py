@@ -76,6 +76,13 @@ class VAEConfig:
     level_shortcuts: bool = False
     # Wan 2.1's up-sampler convs halve the width they hand on; Wan 2.2's keep it.
     upsample_halves: bool = True
+    # Channels of a frame: 3 (RGB); 4 for Qwen-Image-Layered's RGBA VAE, whose encoder's
+    # first conv and decoder's last conv see alpha as a fourth plane.
+    image_channels: int = 3
+    # Output pixels per decoded pixel along H and W: the decoder's head gives
+    # image_channels * upscale**2 channels, pixel-shuffled per frame (F.pixel_shuffle's
+    # order). 2 for spacepxl's upscaling decoder; the encoder and the latents are Wan 2.1's.
+    upscale: int = 1
     # Per-channel latent statistics; None means the published ones for z_dim 16 (Wan 2.1)
     # or 48 (Wan 2.2), else 0 and 1.
     latents_mean: tuple[float, ...] | None = None
@@ -98,18 +105,22 @@ class VAEConfig:
             object.__setattr__(self, f, tuple(float(v) for v in getattr(self, f)))
         object.__setattr__(self, "temporal_downsample", tuple(bool(v) for v in self.temporal_downsample))
         object.__setattr__(self, "attn_scales", tuple(float(v) for v in self.attn_scales))
-        if self.dim < 1 or self.decoder_dim < 1 or self.z_dim < 1 or self.num_res_blocks < 1 or self.patch_size < 1:
-            raise ValueError(f"dim, decoder_dim, z_dim, num_res_blocks and patch_size must be positive, got {self}")
+        if min(self.dim, self.decoder_dim, self.z_dim, self.num_res_blocks, self.patch_size, self.image_channels, self.upscale) < 1:
+            raise ValueError(f"dim, decoder_dim, z_dim, num_res_blocks, patch_size, image_channels and upscale must be positive, got {self}")
         if len(self.dim_mult) < 2:
             raise ValueError(f"dim_mult needs at least 2 levels, got {self.dim_mult}")
         # Far past any real model (Wan 2.2 is dim 160/256, z 48, 4 levels): a config from a
         # file's metadata must not be able to ask for a model no machine could build.
         limits = {"dim": (self.dim, 4096), "decoder_dim": (self.decoder_dim, 4096), "z_dim": (self.z_dim, 1024),
                   "num_res_blocks": (self.num_res_blocks, 16), "patch_size": (self.patch_size, 8),
+                  "image_channels": (self.image_channels, 4), "upscale": (self.upscale, 8),
                   "levels (len(dim_mult))": (len(self.dim_mult), 8), "dim_mult entries": (max(self.dim_mult), 64)}
         for what, (value, most) in limits.items():
             if value > most:
                 raise ValueError(f"{what} must be at most {most}, got {value}")
+        if self.upscale > 1 and self.patch_size > 1:
+            # No such model is published, and the two sub-pixel orders would have to be chosen.
+            raise ValueError(f"an upscaling decoder (upscale={self.upscale}) needs patch_size 1, got {self.patch_size}")
         if min(self.dim_mult) < 1:
             raise ValueError(f"dim_mult entries must be positive, got {self.dim_mult}")
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
@@ -154,8 +165,19 @@ class VAEConfig:
 
     @property
     def in_channels(self) -> int:
-        """Channels the encoder's first conv sees: RGB, patchified."""
-        return 3 * self.patch_size**2
+        """Channels the encoder's first conv sees: a frame's channels, patchified."""
+        return self.image_channels * self.patch_size**2
+
+    @property
+    def out_channels(self) -> int:
+        """Channels the decoder's last conv gives: a frame's, patchified, times the upscale's sub-pixels."""
+        return self.in_channels * self.upscale**2
+
+    @property
+    def description(self) -> str:
+        """What this model is, in words (what `wanvae info` says): the published model its
+        name or shapes point to, and how it differs from its family's release."""
+        return describe_model(self)
 
     @property
     def temporal_ratio(self) -> int:
@@ -164,9 +186,9 @@ class VAEConfig:
 
     @property
     def decoded_spatial_ratio(self) -> int:
-        """Output pixels per latent along H and W: the encoder's ratio (a preview decoder of
-        another architecture may make less)."""
-        return self.spatial_ratio
+        """Output pixels per latent along H and W: the encoder's ratio, times an upscaling
+        decoder's factor."""
+        return self.spatial_ratio * self.upscale
 
     def latent_frames(self, frames: int) -> int:
         return 1 + (frames - 1) // self.temporal_ratio
@@ -189,6 +211,34 @@ class VAEConfig:
         return cls(**d)
 
 
+# Names the loader gives the published models built on these blocks (from a config, a
+# file's metadata or, failing those, its shapes), with what `info` says of each.
+KNOWN_MODELS = {
+    "wan2.1": "Wan 2.1 VAE (Wan2.1_VAE.pth: Wan 2.1, Wan 2.2 A14B, SkyReels-V2; Qwen-Image's VAE has the same keys and shapes)",
+    "wan2.2": "Wan 2.2 VAE (Wan2.2-TI2V-5B)",
+    "qwen-image": "Qwen-Image VAE (Wan 2.1's architecture and encoder, its decoder fine-tuned on images)",
+    "qwen-image-layered": "Qwen-Image-Layered RGBA VAE (Wan 2.1's architecture, 4 channels in and out)",
+    "wan2.1-upscale2x": "Wan 2.1 VAE with a 2x upscaling decoder (spacepxl's Wan2.1-VAE-upscale2x; Wan 2.1 latents)",
+    "wan2.1-pruned": "pruned Wan 2.1 VAE (LightVAE style)",
+    "wan2.2-pruned-decoder": "Wan 2.2 VAE with a pruned decoder (LightVAE style; Wan 2.2 latents)",
+}
+
+
+def describe_model(cfg: VAEConfig) -> str:
+    """`cfg.description`: a known model's words, with the widths where pruned; else the family."""
+    text = KNOWN_MODELS.get(cfg.name, f"{cfg.family} architecture, named {cfg.name!r}")
+    full_dim, full_decoder = (160, 256) if cfg.level_shortcuts else (96, 96)
+    if cfg.dim != full_dim:
+        text += f": widths {cfg.dim} of {full_dim}"
+    elif cfg.decoder_dim != full_decoder:
+        text += f": decoder widths {cfg.decoder_dim} of {full_decoder}"
+    if cfg.upscale > 1 and cfg.name != "wan2.1-upscale2x":
+        text += f", {cfg.upscale}x upscaling decoder"
+    if cfg.image_channels != 3 and not cfg.name.startswith("qwen-image-layered"):
+        text += f", {cfg.image_channels} channels a frame"
+    return text
+
+
 # What Wan2.2-TI2V-5B ships: 160 wide encoder, 256 wide decoder, 48 channels, 4x16x16.
 WAN22 = VAEConfig(dim=160, decoder_dim=256, z_dim=48, patch_size=2, level_shortcuts=True, upsample_halves=False, name="wan2.2")
 
@@ -201,6 +251,10 @@ PRESETS: dict[str, VAEConfig] = {
     # Wan 2.2's family at a CPU's size: the decoder keeps its 1.6x width over the encoder.
     "tiny-2.2": dataclasses.replace(WAN22, dim=8, decoder_dim=12, name="tiny-2.2"),
     "small-2.2": dataclasses.replace(WAN22, dim=16, decoder_dim=24, name="small-2.2"),
+    # The other published members, at a CPU's size (tests): Qwen-Image-Layered's RGBA VAE,
+    # the 2x upscaling decoder.
+    "tiny-rgba": VAEConfig(dim=8, image_channels=4, name="tiny-rgba"),
+    "tiny-upscale2x": VAEConfig(dim=8, upscale=2, name="tiny-upscale2x"),
 }
 
 

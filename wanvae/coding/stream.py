@@ -225,14 +225,14 @@ class StreamDecoder:
 
     def _run(self, chunks: list[Tensor]) -> Tensor:
         vae = self.vae
-        s = vae.config.spatial_ratio
+        s = vae.config.decoded_spatial_ratio
         outs = []
         for z in chunks:
             video = self._stepper(z)
             outs.append(video.clamp_(-1.0, 1.0) if self.clamp else video)
         if not outs:
             b, h, w = self._shape or (1, 0, 0)
-            return torch.empty(b, 3, 0, h * s, w * s, dtype=vae.dtype, device=vae.device)
+            return torch.empty(b, vae.config.image_channels, 0, h * s, w * s, dtype=vae.dtype, device=vae.device)
         out = torch.cat(outs, dim=2)
         self.frames_out += out.shape[2]
         return out

@@ -377,6 +377,16 @@ def unpatchify(x: Tensor, p: int) -> Tensor:
     return x.reshape(b, cp // (p * p), t, h * p, w * p)
 
 
+def pixel_shuffle_frames(x: Tensor, r: int) -> Tensor:
+    """`F.pixel_shuffle` of each frame: [B, C*r*r, T, h, w] -> [B, C, T, h*r, w*r], channel
+    c*r*r + row*r + col (rows first: the other way round from `unpatchify`)."""
+    if r == 1:
+        return x
+    b, cr, t, h, w = x.shape
+    x = x.reshape(b, cr // (r * r), r, r, t, h, w).permute(0, 1, 4, 5, 2, 6, 3)  # [B, C, T, h, row, w, col]
+    return x.reshape(b, cr // (r * r), t, h * r, w * r)
+
+
 class AvgDown3d(StatefulLayer):
     """The parameter-free shortcut around a Wan 2.2 encoder level.
 

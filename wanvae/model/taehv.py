@@ -72,6 +72,11 @@ class TinyConfig:
         return self.patch_size * 2 ** sum(self.decoder_space)
 
     @property
+    def image_channels(self) -> int:
+        """RGB: every published TAEHV file is."""
+        return 3
+
+    @property
     def decoded_temporal_ratio(self) -> int:
         return 2 ** sum(self.decoder_time)
 

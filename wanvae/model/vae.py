@@ -35,6 +35,7 @@ from .layers import (
     StatefulLayer,
     UpLevel,
     patchify,
+    pixel_shuffle_frames,
     unpatchify,
 )
 from .routes import to_layout
@@ -121,7 +122,8 @@ class Decoder3d(nn.Module):
             else:
                 levels.extend(layers)
         self.upsamples = nn.ModuleList(levels)
-        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], cfg.in_channels, (3, 3, 3), 1))
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], cfg.out_channels, (3, 3, 3), 1))
+        self.upscale = cfg.upscale
 
     def mid(self, x: Tensor, ctx: StepContext) -> Tensor:
         """Latents [B, z_dim, t, h, w] to the decoder's latent-scale map; the attention sees it whole."""
@@ -131,11 +133,12 @@ class Decoder3d(nn.Module):
         return x
 
     def up(self, x: Tensor, ctx: StepContext) -> Tensor:
-        """The latent-scale map to pixels [B, 3, T, H, W]; spatially local."""
+        """The latent-scale map to pixels [B, C, T, H, W] (H, W times an upscaling head's
+        factor); spatially local."""
         x = to_layout(x)
         for layer in self.upsamples:
             x = layer(x, ctx)
-        return unpatchify(self.head[2](x, ctx, pre=self.head[0]), self.patch_size)
+        return pixel_shuffle_frames(unpatchify(self.head[2](x, ctx, pre=self.head[0]), self.patch_size), self.upscale)
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         return self.up(self.mid(x, ctx), ctx)
@@ -276,7 +279,7 @@ class WanVAE(nn.Module):
             # start afresh at the second).
             for frames in (1, r) if part == "encoder" else (1, 2):
                 if part == "encoder":
-                    x = torch.empty(batch, 3, frames, height, width, device="meta")
+                    x = torch.empty(batch, self.config.image_channels, frames, height, width, device="meta")
                     _, state = twin.encode_step(x, state)
                 else:
                     z = torch.empty(batch, self.config.z_dim, frames, height // s, width // s, device="meta")
@@ -324,7 +327,7 @@ class WanVAE(nn.Module):
         dec = self.decoder
         return Stages(
             local=dec.up, pre=lambda z, ctx: dec.mid(self.conv2(z), ctx),
-            scale_in=1, scale_out=s, frames_out=self.config.pixel_frames,
+            scale_in=1, scale_out=self.config.decoded_spatial_ratio, frames_out=self.config.pixel_frames,
         )
 
     def plan(self, part: str, shape: tuple[int, ...], tile: TileArg = None) -> PassPlan:
@@ -333,8 +336,9 @@ class WanVAE(nn.Module):
         time chunks. Whole clips and streams both follow it.
 
         A tile spans at least `tiling.MIN_TILE_LATENTS` latent positions a side (128 px for
-        Wan 2.1, 256 for Wan 2.2): a smaller `tile` is rounded up to that (the command line
-        refuses it instead), and a frame no bigger than one tile is not tiled."""
+        Wan 2.1, 256 for Wan 2.2, in output pixels: twice that for a 2x upscaling decoder): a
+        smaller `tile` is rounded up to that (the command line refuses it instead), and a
+        frame no bigger than one tile is not tiled."""
         self.require(part)
         cfg = self.config
         b, _, t, h, w = shape
@@ -357,6 +361,10 @@ class WanVAE(nn.Module):
         tile_px = tiling.parse_tile(tile, height, width, self._bytes_per_pixel(), self.device)
         if tile_px is None:
             return None
+        u = self.config.upscale
+        if part == "decoder" and u > 1 and not isinstance(tile, str):
+            # A tile is in output pixels; an upscaling head makes u of them per pixel the grid counts.
+            tile_px = (-(-tile_px[0] // u), -(-tile_px[1] // u))
         if self.config.attn_scales:
             raise ValueError("tiling needs a spatially local down/up path: attn_scales must be empty")
         # The encoder's memory peaks at full resolution, where its tiles are their blocks; the
