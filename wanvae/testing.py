@@ -47,14 +47,17 @@ def randomize(vae: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def reference_for(vae: WanVAE, device: str | torch.device = "cpu"):
-    """diffusers' AutoencoderKLWan with the same weights mapped across."""
-    from diffusers import AutoencoderKLWan
+    """diffusers' own class (AutoencoderKLWan, or AutoencoderKLQwenImage for a Qwen-Image
+    VAE) with the same weights mapped across. An upscaling decoder's reference gives the
+    head's channels unshuffled: pixel-shuffle its frames to compare."""
+    import diffusers
 
     from .io.weights import diffusers_config, original_to_diffusers
 
-    kwargs = {k: v for k, v in diffusers_config(vae.config).items() if not k.startswith("_")}
+    config = diffusers_config(vae.config)
+    kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
     with torch.device(device):
-        ref = AutoencoderKLWan(**kwargs).eval()
+        ref = getattr(diffusers, config["_class_name"])(**kwargs).eval()
     ref.load_state_dict({original_to_diffusers(k, vae.config): v for k, v in vae.state_dict().items()}, strict=True)
     return ref
 

@@ -29,6 +29,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import Tensor
 
 from ..config import PUBLISHED_STATS
+from ..model.taehv import TinyVAE
 from ..model.vae import WanVAE
 from ..io.weights import config_from_diffusers_json, diffusers_config, original_to_diffusers
 
@@ -37,7 +38,8 @@ DIFFUSERS_TILE = 256
 
 
 class WanVAEForDiffusers(ModelMixin, ConfigMixin):
-    """A `WanVAE` behind `AutoencoderKLWan`'s interface; the config takes the same arguments."""
+    """A `WanVAE` behind `AutoencoderKLWan`'s interface (and `AutoencoderKLQwenImage`'s, whose
+    only extra argument, `input_channels`, it takes too); the config takes the same arguments."""
 
     _supports_gradient_checkpointing = False
 
@@ -60,6 +62,7 @@ class WanVAEForDiffusers(ModelMixin, ConfigMixin):
         patch_size: int | None = None,
         scale_factor_temporal: int = 4,
         scale_factor_spatial: int = 8,
+        input_channels: int | None = None,
     ) -> None:
         super().__init__()
         if latents_mean is None or latents_std is None:
@@ -192,14 +195,15 @@ def conditioning_frames(x: Tensor, temporal_ratio: int) -> tuple[Tensor, Tensor 
 
 
 def for_diffusers(vae) -> WanVAEForDiffusers:
-    """A `WanVAE`, a TAEHV `TinyVAE` (or a checkpoint path) as a drop-in `vae` for diffusers'
-    Wan pipelines.
+    """A `WanVAE`, a TAEHV `TinyVAE`, a checkpoint path, or diffusers' own `AutoencoderKLWan` /
+    `AutoencoderKLQwenImage` (a pipeline's `pipe.vae`) as a drop-in `vae` for diffusers' Wan
+    and Qwen-Image pipelines.
 
     The adapter holds `vae` itself (no copy): its weights, device and dtypes are the model's.
     A TAEHV model decodes a pipeline's drafts in seconds; the pipeline sees the config of
     the Wan VAE whose latents it takes (Wan 2.1's, or Wan 2.2's for taew2_2).
     """
-    if not isinstance(vae, torch.nn.Module):
+    if not isinstance(vae, (WanVAE, TinyVAE)):  # a path, or diffusers' own AutoencoderKLWan / AutoencoderKLQwenImage
         from ..io.weights import load
 
         vae = load(vae)
@@ -216,15 +220,18 @@ def for_diffusers(vae) -> WanVAEForDiffusers:
 
 
 def to_autoencoder_kl_wan(vae: WanVAE):
-    """diffusers' own `AutoencoderKLWan` holding `vae`'s weights (shared, not copied: clone
-    them first if either model will be trained)."""
-    from diffusers import AutoencoderKLWan
+    """diffusers' own class holding `vae`'s weights (shared, not copied: clone them first if
+    either model will be trained): `AutoencoderKLWan`, or `AutoencoderKLQwenImage` for a
+    Qwen-Image VAE. An upscaling decoder's `AutoencoderKLWan` gives the head's channels;
+    diffusers does not pixel-shuffle them."""
+    import diffusers
 
     if vae.parts != "all":
-        raise ValueError(f"this WanVAE holds only the {vae.parts}: AutoencoderKLWan needs both halves (load with parts='all')")
-    kwargs = {k: v for k, v in diffusers_config(vae.config).items() if not k.startswith("_")}
+        raise ValueError(f"this WanVAE holds only the {vae.parts}: diffusers' class needs both halves (load with parts='all')")
+    config = diffusers_config(vae.config)
+    kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
     with torch.device("meta"):
-        ref = AutoencoderKLWan(**kwargs)
+        ref = getattr(diffusers, config["_class_name"])(**kwargs)
     ref.load_state_dict({original_to_diffusers(k, vae.config): v for k, v in vae.state_dict().items()}, strict=True, assign=True)
     return ref.to(vae.device).eval()
 

@@ -27,6 +27,16 @@ DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 CONFIG_KEY = "wanvae_config"
 
 
+class CheckpointNote(UserWarning):
+    """Something a load did that its caller should hear of, though nothing is wrong (the
+    command line prints it as one line)."""
+
+
+# Tensors published files carry that no inference layer reads: skipped by name, said once.
+# LightX2V's pruned Wan 2.2 VAEs keep their distillation heads.
+UNUSED_PREFIXES = ("dynamic_feature_projection_heads.",)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the model."""
 
@@ -253,6 +263,7 @@ def read_checkpoint(
         raise CheckpointError(f"{path}: unknown checkpoint type; expected .pth, .pt, .safetensors or a diffusers folder")
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors")
+    tensors = _drop_unused(tensors, path)
     if "encoder.conv_in.weight" in tensors:
         cfg = _infer_config_diffusers(tensors, metadata)
         tensors = {diffusers_to_original(k, cfg): v for k, v in tensors.items()}
@@ -263,6 +274,19 @@ def read_checkpoint(
         sample = ", ".join(sorted(tensors)[:3])
         raise CheckpointError(f"{path}: not a Wan VAE checkpoint (no encoder.conv1.weight or encoder.conv_in.weight; keys start {sample})")
     return tensors, metadata, "original"
+
+
+def _drop_unused(tensors: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
+    import warnings
+
+    unused = [k for k in tensors if k.startswith(UNUSED_PREFIXES)]
+    if unused:
+        prefixes = sorted({p for p in UNUSED_PREFIXES if any(k.startswith(p) for k in unused)})
+        warnings.warn(
+            CheckpointNote(f"{path.name}: skipped {len(unused)} tensor(s) under {', '.join(p + '*' for p in prefixes)}, which no inference layer reads"),
+            stacklevel=3,
+        )
+    return {k: v for k, v in tensors.items() if not k.startswith(UNUSED_PREFIXES)}
 
 
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -295,9 +319,31 @@ def _infer_config_diffusers(tensors: Mapping[str, Tensor], metadata: Mapping[str
     return VAEConfig(num_res_blocks=n - 1)
 
 
+QWEN_CLASS = "AutoencoderKLQwenImage"
+
+
 def config_from_diffusers_json(c: Mapping) -> VAEConfig:
+    """Our config for diffusers' `AutoencoderKLWan` or `AutoencoderKLQwenImage` config."""
     base = VAEConfig()
     residual = bool(c.get("is_residual", False))
+    p = c.get("patch_size") or 1
+    if c.get("_class_name") == QWEN_CLASS or c.get("input_channels") is not None:
+        # Qwen-Image's class: Wan 2.1's, with `input_channels` for both ends (4: RGBA).
+        image_channels = out_channels = c.get("input_channels") or 3
+        name = "qwen-image" if image_channels == 3 else "qwen-image-layered"
+    else:
+        # AutoencoderKLWan counts its end convs' channels after the patchify: 12 for Wan 2.2's
+        # RGB; an upscaling head (12 out, Wan 2.1) gives more out than in.
+        image_channels, out_channels = c.get("in_channels", 3 * p * p) // (p * p), c.get("out_channels", 3 * p * p) // (p * p)
+        name = "wan2.2" if residual else "wan2.1"
+    upscale = round((out_channels / image_channels) ** 0.5)
+    if image_channels * upscale**2 != out_channels:
+        raise CheckpointError(
+            f"out_channels {out_channels * p * p} is not in_channels {image_channels * p * p} times a square: "
+            "no decoder head of this architecture gives that"
+        )
+    if upscale > 1 and name == "wan2.1":
+        name = f"wan2.1-upscale{upscale}x"
     return VAEConfig(
         dim=c.get("base_dim", base.dim),
         decoder_dim=c.get("decoder_base_dim"),
@@ -307,12 +353,14 @@ def config_from_diffusers_json(c: Mapping) -> VAEConfig:
         attn_scales=tuple(c.get("attn_scales", base.attn_scales)),
         temporal_downsample=tuple(c.get("temperal_downsample", base.temporal_downsample)),
         dropout=c.get("dropout", base.dropout),
-        patch_size=c.get("patch_size") or 1,
+        patch_size=p,
         level_shortcuts=residual,
         upsample_halves=not residual,
+        image_channels=image_channels,
+        upscale=upscale,
         latents_mean=c.get("latents_mean"),
         latents_std=c.get("latents_std"),
-        name=c.get("_wanvae_name") or ("wan2.2" if residual else "wan2.1"),
+        name=c.get("_wanvae_name") or name,
     )
 
 
@@ -325,8 +373,9 @@ def infer_config(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | No
         return config_from_diffusers_json(json.loads(metadata["diffusers_config"]))
     if any(k.startswith("encoder.downsamples.0.downsamples.") for k in tensors):
         return _infer_levels(tensors)
-    dim = tensors["encoder.conv1.weight"].shape[0]
+    dim, image_channels = tensors["encoder.conv1.weight"].shape[:2]
     z_dim = _z_dim(tensors)
+    upscale = _upscale(tensors, image_channels)
     # Walk the encoder's flat down-sampling list: res blocks, optional attention, resamplers.
     idx = sorted({int(m.group(1)) for k in tensors if (m := re.match(r"encoder\.downsamples\.(\d+)\.", k))})
     mult, temporal, attn = [], [], []
@@ -348,16 +397,54 @@ def infer_config(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | No
             scale /= 2.0
     mult.append(out_dim // dim)
     res_blocks = res_blocks or blocks_in_level
-    return VAEConfig(
+    cfg = VAEConfig(
         dim=dim,
         z_dim=z_dim,
         dim_mult=tuple(mult),
         num_res_blocks=res_blocks,
         attn_scales=tuple(attn),
         temporal_downsample=tuple(temporal),
-        # The published statistics come with z_dim 16 (the config's default); 0 and 1 otherwise.
-        name="wan2.1" if dim == 96 and z_dim == 16 else "custom",
+        image_channels=image_channels,
+        upscale=upscale,
     )
+    # The published statistics come with z_dim 16 (the config's default); 0 and 1 otherwise.
+    return dataclasses.replace(cfg, name=_name_from_shapes(cfg))
+
+
+def _upscale(tensors: Mapping[str, Tensor], image_channels: int, patch: int = 1) -> int:
+    """The decoder head's sub-pixels per pixel along a side: 1, or 2 for a 12-channel RGB head."""
+    head = tensors.get("decoder.head.2.weight")
+    if head is None:
+        return 1
+    ratio = head.shape[0] / (image_channels * patch * patch)
+    upscale = round(ratio**0.5)
+    if upscale < 1 or upscale * upscale != ratio:
+        raise CheckpointError(
+            f"decoder.head.2.weight gives {head.shape[0]} channels for {image_channels * patch * patch} in: "
+            "a decoder head gives the input's channels, or those times a square (an upscaling head)"
+        )
+    return upscale
+
+
+def _name_from_shapes(cfg: VAEConfig) -> str:
+    """The published model these shapes are, where shapes can tell (they cannot tell
+    Qwen-Image's RGB VAE from Wan 2.1's: only a config or metadata names it)."""
+    standard = (cfg.dim_mult, cfg.num_res_blocks, cfg.temporal_downsample, cfg.attn_scales) == ((1, 2, 4, 4), 2, (False, True, True), ())
+    if not standard:
+        return "custom"
+    if cfg.level_shortcuts:
+        if (cfg.dim, cfg.z_dim, cfg.patch_size, cfg.image_channels, cfg.upscale) != (160, 48, 2, 3, 1):
+            return "custom"
+        return "wan2.2" if cfg.decoder_dim == 256 else "wan2.2-pruned-decoder"
+    if cfg.z_dim != 16:
+        return "custom"
+    if cfg.dim == 96 and (cfg.image_channels, cfg.upscale) == (4, 1):
+        return "qwen-image-layered"  # the only RGBA model of this architecture
+    if cfg.dim == 96 and cfg.image_channels == 3:
+        return "wan2.1" if cfg.upscale == 1 else f"wan2.1-upscale{cfg.upscale}x"
+    if cfg.dim < 96 and (cfg.image_channels, cfg.upscale) == (3, 1):
+        return "wan2.1-pruned"
+    return "custom"
 
 
 def _z_dim(tensors: Mapping[str, Tensor]) -> int:
@@ -367,7 +454,10 @@ def _z_dim(tensors: Mapping[str, Tensor]) -> int:
 def _infer_levels(tensors: Mapping[str, Tensor]) -> VAEConfig:
     """A Wan 2.2-layout state dict's config: levels nest their layers (`downsamples.N.downsamples.M`)."""
     conv_in = tensors["encoder.conv1.weight"]
+    # Wan 2.2 patchifies RGB 2x2 (12 channels): an in-width that is not 3p^2 is not one of its files.
     dim, patch = conv_in.shape[0], round((conv_in.shape[1] / 3) ** 0.5)
+    if 3 * patch * patch != conv_in.shape[1]:
+        raise CheckpointError(f"encoder.conv1.weight takes {conv_in.shape[1]} channels: a Wan 2.2-layout file takes 3 x p^2 (12)")
     levels = sorted({int(m.group(1)) for k in tensors if (m := re.match(r"encoder\.downsamples\.(\d+)\.downsamples\.", k))})
     mult, temporal, res_blocks = [], [], 0
     for n in levels:
@@ -379,8 +469,9 @@ def _infer_levels(tensors: Mapping[str, Tensor]) -> VAEConfig:
         if n != levels[-1]:
             temporal.append(prefix + f"{layers[-1]}.time_conv.weight" in tensors)
     z_dim = _z_dim(tensors)
+    # A pruned decoder (LightVAE) is narrower than the encoder: its widths come from its own tensors.
     decoder_dim = tensors["decoder.head.0.gamma"].shape[0] // mult[0] if "decoder.head.0.gamma" in tensors else dim
-    return VAEConfig(
+    cfg = VAEConfig(
         dim=dim,
         decoder_dim=decoder_dim,
         z_dim=z_dim,
@@ -390,9 +481,10 @@ def _infer_levels(tensors: Mapping[str, Tensor]) -> VAEConfig:
         patch_size=patch,
         level_shortcuts=True,
         upsample_halves=False,
-        # z_dim 48 brings the published Wan 2.2 statistics (the config's default).
-        name="wan2.2" if (dim, decoder_dim, z_dim) == (160, 256, 48) else "custom",
+        upscale=_upscale(tensors, 3, patch),
     )
+    # z_dim 48 brings the published Wan 2.2 statistics (the config's default).
+    return dataclasses.replace(cfg, name=_name_from_shapes(cfg))
 
 
 def load_state_dict_strict(vae: WanVAE, tensors: Mapping[str, Tensor], source: str = "checkpoint", assign: bool = False) -> None:
@@ -475,9 +567,11 @@ def _load_module(module: torch.nn.Module, device, dtype, parts: str, keep: KeyFi
         if parts != "all" and module.parts != parts:
             raise ValueError(f"parts={parts!r} from a model object: load it from its checkpoint instead")
         return module.to(device=device, dtype=dtype).eval()
-    if type(module).__name__ != "AutoencoderKLWan":
-        raise CheckpointError(f"cannot load a {type(module).__name__}: expected a checkpoint path, a WanVAE or diffusers' AutoencoderKLWan")
-    cfg = config_from_diffusers_json(dict(module.config))
+    if type(module).__name__ not in ("AutoencoderKLWan", QWEN_CLASS):
+        raise CheckpointError(
+            f"cannot load a {type(module).__name__}: expected a checkpoint path, a WanVAE, or diffusers' AutoencoderKLWan or {QWEN_CLASS}"
+        )
+    cfg = config_from_diffusers_json({**module.config, "_class_name": type(module).__name__})
     tensors = {diffusers_to_original(k, cfg): v.detach() for k, v in module.state_dict().items()}
     tensors = {k: (v if keep is None or keep(k) else v.to("meta")) for k, v in tensors.items()}
     return _build(cfg, tensors, f"the {type(module).__name__} object", True, device, dtype, parts, keep)
@@ -555,7 +649,7 @@ def describe(path: str | os.PathLike) -> dict:
     except (CheckpointError, KeyError, ValueError, UnboundLocalError, IndexError, ZeroDivisionError) as e:
         why = str(e) if isinstance(e, CheckpointError) and (CONFIG_KEY in metadata or "diffusers_config" in metadata) else fit_report(tensors)
         return {**result, "family": None, "fits": False, "problem": why}
-    return {**result, "family": cfg.family, "fits": True, "config": cfg.to_dict()}
+    return {**result, "family": cfg.family, "model": cfg.description, "fits": True, "config": cfg.to_dict()}
 
 
 def peek_config(path: str | os.PathLike) -> VAEConfig:
@@ -619,26 +713,12 @@ def save(vae: WanVAE, path: str | os.PathLike, format: str = "original") -> Path
 
 
 def diffusers_config(cfg: VAEConfig) -> dict:
-    """`AutoencoderKLWan`'s config for `cfg` (diffusers ties Wan 2.2's shortcuts and
-    width-keeping up-samplers together under `is_residual`)."""
+    """diffusers' config for `cfg`: `AutoencoderKLQwenImage`'s for a Qwen-Image VAE, else
+    `AutoencoderKLWan`'s (which ties Wan 2.2's shortcuts and width-keeping up-samplers
+    together under `is_residual`, and counts its end convs' channels after the patchify)."""
     if cfg.level_shortcuts == cfg.upsample_halves:
         raise ValueError("diffusers' AutoencoderKLWan has level shortcuts exactly when its up-samplers keep their width")
-    family = {}
-    if cfg.level_shortcuts or cfg.patch_size != 1 or cfg.decoder_dim != cfg.dim:
-        p = cfg.patch_size
-        family = {
-            "decoder_base_dim": cfg.decoder_dim,
-            "is_residual": cfg.level_shortcuts,
-            "in_channels": 3 * p * p,
-            "out_channels": 3 * p * p,
-            "patch_size": p if p > 1 else None,
-            "scale_factor_spatial": cfg.spatial_ratio,
-            "scale_factor_temporal": cfg.temporal_ratio,
-        }
-    return {
-        "_class_name": "AutoencoderKLWan",
-        "_diffusers_version": "0.33.1",
-        **family,
+    common = {
         "base_dim": cfg.dim,
         "z_dim": cfg.z_dim,
         "dim_mult": list(cfg.dim_mult),
@@ -649,6 +729,21 @@ def diffusers_config(cfg: VAEConfig) -> dict:
         "latents_mean": list(cfg.latents_mean),
         "latents_std": list(cfg.latents_std),
     }
+    if cfg.name.startswith("qwen-image") and cfg.upscale == 1 and not cfg.level_shortcuts and cfg.decoder_dim == cfg.dim:
+        return {"_class_name": QWEN_CLASS, "_diffusers_version": "0.35.0", **common, "input_channels": cfg.image_channels}
+    family = {}
+    if cfg.level_shortcuts or cfg.patch_size != 1 or cfg.decoder_dim != cfg.dim:
+        p = cfg.patch_size
+        family = {
+            "decoder_base_dim": cfg.decoder_dim,
+            "is_residual": cfg.level_shortcuts,
+            "patch_size": p if p > 1 else None,
+            "scale_factor_spatial": cfg.spatial_ratio,
+            "scale_factor_temporal": cfg.temporal_ratio,
+        }
+    if family or cfg.image_channels != 3 or cfg.upscale != 1:
+        family = {**family, "in_channels": cfg.in_channels, "out_channels": cfg.out_channels}
+    return {"_class_name": "AutoencoderKLWan", "_diffusers_version": "0.33.1", **family, **common}
 
 
 def _save_diffusers(state: Mapping[str, Tensor], cfg: VAEConfig, path: Path) -> Path:
