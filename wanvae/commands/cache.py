@@ -58,13 +58,19 @@ def run(args) -> int:
     check_output(out / "index.jsonl", overwrite=True, inputs=(args.source, weights))
     from ..io.weights import peek_config
 
-    check_tile(args.tile, peek_config(weights))
+    config = peek_config(weights)
+    check_tile(args.tile, config)
+    alpha = args.alpha
+    if config.image_channels == 4:  # an RGBA model keeps alpha: compositing it away is refused
+        if alpha != "refuse":
+            raise UsageError(f"--alpha {alpha}: this RGBA model encodes alpha as it is; --alpha is for RGB models")
+        alpha = "keep"
     opts = CacheOptions(
         frames=None if args.mode == "full" else args.frames,
-        mode=args.mode, clips=args.clips, stride=args.stride, fps=args.fps, size=args.size, buckets=args.buckets or (), alpha=args.alpha,
+        mode=args.mode, clips=args.clips, stride=args.stride, fps=args.fps, size=args.size, buckets=args.buckets or (), alpha=alpha,
         format=args.format, conditioning=args.conditioning,
         latent_dtype={"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(args.latent_dtype),
-        multiple=peek_config(weights).spatial_ratio,
+        multiple=config.spatial_ratio,
     )
     bar = progress_bar(args, 0, "clip", out.name)
 

@@ -119,7 +119,7 @@ def roundtrip(args) -> int:
 
     from ..io import video
     from ..io.atomic import staged_files
-    from ..io.files import encode_file, plan_encode, write_comparison
+    from ..io.files import alpha_for, encode_file, plan_encode, write_comparison
 
     out_dir = Path(args.out or "wanvae-roundtrip")
     if out_dir.exists() and not out_dir.is_dir():
@@ -131,12 +131,17 @@ def roundtrip(args) -> int:
     refuse_latents(args.input)
     info = video.probe(args.input)
     vae, weights = load_model(args)
+    if vae.config.decoded_spatial_ratio != vae.config.spatial_ratio:
+        raise UsageError(
+            f"{weights}: its decoder makes frames {vae.config.decoded_spatial_ratio // vae.config.spatial_ratio}x the size it encodes, "
+            "so there is no like-for-like comparison; run `wanvae encode` then `wanvae decode`"
+        )
     info, plan, size = plan_encode(args.input, vae, info=info, **encode_options(args))
     started = time.perf_counter()
     latents, meta = encode_file(args.input, vae, **encode_options(args), tile=args.tile)
-    recon = vae.decode(latents.to(vae.device, vae.dtype), tile=args.tile)[0].float().cpu()  # [3, T, H, W]
+    recon = vae.decode(latents.to(vae.device, vae.dtype), tile=args.tile)[0].float().cpu()  # [C, T, H, W]
     mode = video.frame_mode(args.resize, args.size, args.max_area)
-    original = torch.stack(list(video.read_frames(info, plan, size, mode, args.alpha)), dim=1)
+    original = torch.stack(list(video.read_frames(info, plan, size, mode, alpha_for(vae, args.alpha))), dim=1)
     took = time.perf_counter() - started
     with staged_files(out_dir) as stage:  # all four files, or none of them
         report = write_comparison(stage, original, recon, plan.fps)

@@ -46,15 +46,16 @@ def resolve_weights(args) -> str:
     return path
 
 
-def check_tile(tile, config) -> None:
+def check_tile(tile, config, parts: str = "encoder") -> None:
     """Refuse a --tile below the model's smallest tile instead of running a larger one unsaid:
-    a tile must span 16 latent positions, more than the layers reach across a seam."""
+    a tile must span 16 latent positions, more than the layers reach across a seam (in
+    output pixels when decoding: twice as many for a 2x upscaling decoder)."""
     from ..coding.tiling import MIN_TILE_LATENTS
 
     if tile is None or isinstance(tile, str):
         return
     sides = (tile, tile) if isinstance(tile, int) else tuple(tile)
-    least = MIN_TILE_LATENTS * config.spatial_ratio
+    least = MIN_TILE_LATENTS * (config.spatial_ratio if parts == "encoder" else config.decoded_spatial_ratio)
     if min(sides) < least:
         given = "x".join(str(v) for v in dict.fromkeys(sides)) if isinstance(tile, int) else f"{sides[0]}x{sides[1]}"
         raise UsageError(f"--tile {given}: this model's tiles are at least {least} px ({MIN_TILE_LATENTS} latent positions, "
@@ -94,7 +95,7 @@ def load_model(args, parts: str = "all"):
     from ..io.weights import peek_config
 
     path = resolve_weights(args)
-    check_tile(getattr(args, "tile", None), peek_config(path))
+    check_tile(getattr(args, "tile", None), peek_config(path), parts)
 
     def dtype_of(name: str | None):
         return None if name is None else getattr(torch, DTYPES[name])

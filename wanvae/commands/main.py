@@ -12,6 +12,7 @@ import argparse
 import signal
 import sys
 import traceback
+import warnings
 
 from .. import __version__
 from ..io import values
@@ -70,23 +71,41 @@ def main(argv: list[str] | None = None) -> int:
     # Both end the command the same way: temporaries removed by the atomic writers' clean-up,
     # one line, the shell's status for the signal (128 + its number).
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        return args.run(args)
-    except KeyboardInterrupt:
-        print(f"wanvae {args.command}: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
-    except Terminated:
-        print(f"wanvae {args.command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except Exception as e:  # noqa: BLE001 - every error becomes one line and a status
-        code = exit_code(e)
-        if args.debug:
-            traceback.print_exc()
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"wanvae {args.command}: error: {message}", file=sys.stderr)
-        return code
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with warnings.catch_warnings():  # restores Python's warning printer afterwards
+        show_notes(args.command)
+        try:
+            return args.run(args)
+        except KeyboardInterrupt:
+            print(f"wanvae {args.command}: interrupted", file=sys.stderr)
+            return 128 + signal.SIGINT
+        except Terminated:
+            print(f"wanvae {args.command}: terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
+        except Exception as e:  # noqa: BLE001 - every error becomes one line and a status
+            code = exit_code(e)
+            if args.debug:
+                traceback.print_exc()
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"wanvae {args.command}: error: {message}", file=sys.stderr)
+            return code
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def show_notes(command: str) -> None:
+    """The library's notes (`CheckpointNote`: what a load skipped) as one line each on
+    stderr, not Python's two-line warning with a source line."""
+    from ..io.weights import CheckpointNote
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CheckpointNote):
+            print(f"wanvae {command}: note: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def exit_code(e: Exception) -> int:

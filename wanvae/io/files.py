@@ -43,12 +43,25 @@ def plan_encode(
     """Everything about a file's encode that can fail before any decoding: probe, frames, size."""
     if resize not in video.RESIZE_MODES:
         raise video.MediaError(f"--resize must be one of {', '.join(video.RESIZE_MODES)}, got {resize!r}")
-    if alpha not in video.ALPHA_POLICIES:
+    if alpha not in (*video.ALPHA_POLICIES, video.KEEP_ALPHA):
         raise video.MediaError(f"--alpha must be one of {', '.join(video.ALPHA_POLICIES)}, got {alpha!r}")
+    alpha_for(vae, alpha)
     info = info or video.probe(path)
     plan = video.plan_frames(info, start, fps, frames, frame_policy, vae.config.temporal_ratio)
     out_size = video.target_size(info.width, info.height, size, max_area, vae.config.spatial_ratio)
     return info, plan, out_size
+
+
+def alpha_for(vae: WanVAE, alpha: str) -> str:
+    """The alpha policy a model reads with: an RGBA model keeps alpha (and refuses to be told
+    to composite it away); an RGB one follows `alpha`."""
+    if vae.config.image_channels == 4:
+        if alpha in ("black", "white"):
+            raise video.MediaError(f"--alpha {alpha}: this RGBA model encodes alpha as it is; --alpha is for RGB models")
+        return video.KEEP_ALPHA
+    if alpha == video.KEEP_ALPHA:
+        raise video.MediaError("alpha 'keep' needs an RGBA (4-channel) model; this one takes RGB: --alpha refuse, black or white")
+    return alpha
 
 
 def encode_file(
@@ -81,13 +94,14 @@ def encode_file(
         path, vae, size=size, resize=resize, max_area=max_area, start=start, fps=fps, frames=frames, frame_policy=frame_policy
     )
     resize = video.frame_mode(resize, size, max_area)
+    alpha = alpha_for(vae, alpha)
     generator = None
     if sample:
         generator = torch.Generator(device=vae.device)
         generator.manual_seed(0 if seed is None else seed)
     w, h = out_size
     if whole_clip_is_smaller(vae, "encoder", plan.count, h, w):
-        clip = torch.empty(1, 3, plan.count, h, w, dtype=vae.dtype, device=vae.device)
+        clip = torch.empty(1, vae.config.image_channels, plan.count, h, w, dtype=vae.dtype, device=vae.device)
         for i, frame in enumerate(video.read_frames(info, plan, out_size, resize, alpha)):
             clip[0, :, i] = frame
             if progress and (i + 1) % PUSH_FRAMES == 0:
@@ -209,6 +223,7 @@ def decode_latents_to_file(
         raise ValueError(f"decode one clip at a time: latents must be [1, {vae.config.z_dim}, t, h, w], got {tuple(latents.shape)}")
     s = vae.config.decoded_spatial_ratio
     frames, h, w = vae.config.pixel_frames(latents.shape[2]), latents.shape[3] * s, latents.shape[4] * s
+    video.check_channels_writable(out, vae.config.image_channels)
     with video.VideoWriter(out, fps, overwrite=overwrite) as writer:
         if whole_clip_is_smaller(vae, "decoder", frames, h, w):
             tiles = (lambda done, total: progress(frames * done // total, latents.shape[2] * done // total)) if progress else None  # noqa: E731
@@ -250,13 +265,22 @@ def decode_file(path: str | os.PathLike, vae: WanVAE, out: str | os.PathLike, *,
     return decode_latents_to_file(latents, vae, out, fps=fps, **kw)
 
 
+def over_black(rgba: Tensor) -> Tensor:
+    """[4, ...] in [-1, 1] -> [3, ...]: the colour composited on black by its alpha."""
+    return (rgba[:3] + 1) * (rgba[3:] + 1) / 2 - 1
+
+
 def write_comparison(out_dir: Path, original, recon, fps: float) -> dict:
-    """Side-by-side video and PNG strip (original | reconstruction | difference), and the numbers."""
+    """Side-by-side video and PNG strip (original | reconstruction | difference), and the
+    numbers (over every channel, alpha included; the pictures of RGBA show it over black)."""
     from .. import metrics
 
     out_dir.mkdir(parents=True, exist_ok=True)
     p = metrics.psnr(original, recon)
     s = metrics.ssim(original, recon)
+    mse = (original - recon).pow(2).mean()
+    if original.shape[0] == 4:  # the numbers count alpha; the pictures show RGB over black
+        original, recon = (over_black(v) for v in (original, recon))
     diff = ((original - recon).abs() * 4 - 1).clamp(-1, 1)  # amplified x2 in [0, 1] terms
     side = torch.cat([original, recon, diff], dim=3)  # [3, T, H, 3W]
     with video.VideoWriter(out_dir / "side_by_side.mp4", fps, overwrite=True) as w:
@@ -270,7 +294,6 @@ def write_comparison(out_dir: Path, original, recon, fps: float) -> dict:
     strip = torch.cat([columns, *(side[:, i] for i in picks)], dim=1)  # the labels, then frames stacked vertically
     with video.VideoWriter(out_dir / "frames.png", 1.0, overwrite=True) as w:
         w.write(strip)
-    mse = (original - recon).pow(2).mean()
     return {
         "psnr": float(10 * torch.log10(4.0 / mse)),
         "ssim": float(s.mean()),

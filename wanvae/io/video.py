@@ -288,6 +288,11 @@ def resize(frame: Tensor, size: tuple[int, int], mode: str) -> Tensor:
 
 
 ALPHA_POLICIES = ("refuse", "black", "white")
+# Not a choice on the command line: what a 4-channel (RGBA) model reads, alpha as a fourth
+# plane (opaque where the source has none).
+KEEP_ALPHA = "keep"
+# Containers that keep alpha, with the codec and pixel format we write it in: lossless both.
+ALPHA_WRITERS = {".png": ("png", "rgba"), ".mov": ("png", "rgba"), ".mkv": ("ffv1", "bgra")}
 
 
 def _composite(frame, rgb: np.ndarray, alpha: str, name: str) -> np.ndarray:
@@ -312,6 +317,14 @@ def _composite(frame, rgb: np.ndarray, alpha: str, name: str) -> np.ndarray:
 
 
 def _to_rgb(frame, alpha: str = "refuse", name: str = "") -> np.ndarray:
+    if alpha == KEEP_ALPHA:
+        rgb = _to_rgb_opaque(frame)
+        fmt = frame.format
+        if fmt.has_palette or any(c.is_alpha for c in fmt.components):
+            a = frame.to_ndarray(format="rgba")[..., 3:]
+        else:
+            a = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
+        return np.concatenate([rgb, a], axis=2)
     return _composite(frame, _to_rgb_opaque(frame), alpha, name)
 
 
@@ -333,7 +346,8 @@ def read_frames(
     """Decode the planned frames in order as [3, H, W] float tensors in [-1, 1].
 
     Transparent pixels are composited on `alpha` ('black' or 'white'), or refused
-    ('refuse'): never dropped silently.
+    ('refuse'): never dropped silently. `alpha='keep'` gives [4, H, W] frames, alpha last
+    (for an RGBA model).
     """
     av = _av()
     name = Path(info.path).name
@@ -375,12 +389,23 @@ def read_frames(
 
 
 def frame_to_uint8(frame: Tensor) -> np.ndarray:
-    """[3, H, W] in [-1, 1] -> [H, W, 3] uint8."""
+    """[C, H, W] in [-1, 1] -> [H, W, C] uint8."""
     return frame.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
+def check_channels_writable(path: str | os.PathLike, channels: int) -> None:
+    """Refuse, before any work, to write RGBA frames where alpha would be lost."""
+    suffix = Path(path).suffix.lower()
+    if channels == 4 and suffix not in ALPHA_WRITERS:
+        raise MediaError(
+            f"{path}: {suffix or 'this file'} cannot keep alpha (H.264 has none); write RGBA frames as .mov (PNG codec), "
+            ".mkv (FFV1), or one frame as .png"
+        )
+
+
 class VideoWriter:
-    """Writes an H.264 mp4 (or a PNG for a single frame) atomically: whole, or not at all."""
+    """Writes an H.264 mp4 (or a PNG for a single frame) atomically: whole, or not at all.
+    RGBA frames go into a .mov (PNG codec) or .mkv (FFV1), both lossless with alpha."""
 
     def __init__(self, path: str | os.PathLike, fps: float, overwrite: bool = False, crf: int = 18) -> None:
         self.path = Path(path)
@@ -398,11 +423,13 @@ class VideoWriter:
         return self
 
     def write(self, frame: Tensor) -> None:
-        """One [3, H, W] frame in [-1, 1]."""
+        """One [3, H, W] frame in [-1, 1] ([4, H, W] with alpha)."""
         av = _av()
         if self.png and self.frames:
             raise MediaError(f"{self.path}: a PNG holds one frame; write an .mp4 for a video")
         rgb = frame_to_uint8(frame)
+        if rgb.shape[2] == 4:
+            return self._write_rgba(rgb)
         if self._stream is None:
             h, w = rgb.shape[:2]
             if self.png:
@@ -421,6 +448,18 @@ class VideoWriter:
             out = out.reformat(format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG")
             out.colorspace, out.color_range = 6, 1
         for packet in self._stream.encode(out):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def _write_rgba(self, rgba: np.ndarray) -> None:
+        av = _av()
+        if self._stream is None:
+            check_channels_writable(self.path, 4)
+            codec, pix_fmt = ALPHA_WRITERS[self.path.suffix.lower()]
+            self._stream = self._container.add_stream(codec, rate=1 if self.png else Fraction(self.fps).limit_denominator(1001))
+            self._stream.pix_fmt = pix_fmt
+            self._stream.width, self._stream.height = rgba.shape[1], rgba.shape[0]
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(rgba, format="rgba")):
             self._container.mux(packet)
         self.frames += 1
 
