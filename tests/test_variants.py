@@ -235,6 +235,13 @@ def test_cli_reads_and_writes_alpha_for_an_rgba_model(tmp_path, run):
     r = run("encode", tmp_path / "clip.mov", "-o", tmp_path / "m.safetensors", "--weights", weights, "--alpha", "white")
     assert r.returncode == 2 and "this RGBA model encodes alpha as it is" in r.stderr
     assert run("roundtrip", tmp_path / "clip.mov", "-o", tmp_path / "rt", "--weights", weights, "-q").returncode == 0
+    # A PNG with alpha, in and out.
+    from PIL import Image
+
+    Image.fromarray(pixels[0], "RGBA").save(tmp_path / "still.png")
+    assert run("encode", tmp_path / "still.png", "-o", tmp_path / "s.safetensors", "--weights", weights).returncode == 0
+    assert run("decode", tmp_path / "s.safetensors", "-o", tmp_path / "s.png", "--weights", weights).returncode == 0
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape == (32, 32, 4)
 
 
 def test_cli_decodes_at_twice_the_size_with_an_upscaling_decoder(tmp_path, run):
@@ -253,6 +260,9 @@ def test_cli_decodes_at_twice_the_size_with_an_upscaling_decoder(tmp_path, run):
     assert r.returncode == 2 and "at least 256 px" in r.stderr  # tiles count output pixels
     r = run("roundtrip", tmp_path / "up.png", "-o", tmp_path / "rt", "--weights", weights)
     assert r.returncode == 2 and "2x the size it encodes" in r.stderr
+    # Under diffusers, the adapter gives the larger frames too.
+    frames = wanvae.for_diffusers(vae).decode(vae.denormalize(z)).sample
+    assert frames.shape == (1, 3, 1, 64, 96)
 
 
 def test_cli_says_in_one_line_what_a_load_skipped(tmp_path, run):
