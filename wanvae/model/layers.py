@@ -61,16 +61,20 @@ class CausalConv3d(nn.Conv3d, StatefulLayer):
             return self.fused_input_conv(x, ctx.history(self.state_key), ctx, pre, overwrite)
         if pre is not None:
             x = pre.silu(x, overwrite=overwrite)
-        x, padding = ctx.conv_input(x, self.state_key, self.padding[1])
         history = ctx.history(self.state_key)
-        if self.lookback and ctx.record:
-            ctx.keep(self.state_key, roll_history(x, history, self.lookback))
         if history is None and x.shape[2] == 1 and self.lookback:
+            x, padding = ctx.conv_input(x, self.state_key, self.padding[1])
+            if ctx.record:
+                ctx.keep(self.state_key, roll_history(x, None, self.lookback))
             return self.first_frame_conv(x, padding)
-        frames = x.shape[2]
-        # Rebinding frees the un-prepended input before the conv allocates its output.
-        x = prepend_history(x, history, self.lookback)
+        frames, have = x.shape[2], 0 if history is None else history.shape[2]
+        # The look-back frames and a tile's seams go into one buffer with x (rebinding frees
+        # the bare input before the conv allocates its output); the state keeps the last
+        # real frames, as `roll_history` would.
+        x, padding = ctx.conv_input(x, self.state_key, self.padding[1], history, self.lookback)
         del history
+        if self.lookback and ctx.record:
+            ctx.keep(self.state_key, x[:, :, -min(self.lookback, have + frames) :].clone())
         if ctx.skip_constant and self.lookback:
             return self.constant_tail_conv(x, frames, padding, tail, ctx)
         return self.history_conv(x, padding)
@@ -159,10 +163,20 @@ class RMSNorm(nn.Module):
             y = self.kernels.norm_silu(to_layout(x) if self.kernels.compiled else x, gain(self.gamma))
             return y if out is None else out.copy_(y)
         if x.dtype in REDUCED:
+            # The reference's (xf * inv).to(dtype), written straight into the reduced output:
+            # the product is computed in fp32 (type promotion) and rounded once on the write,
+            # so the numbers are the same without an fp32 product and a cast (12 of 36 bytes an
+            # element on a GPU). bf16 widens to fp32 exactly, so the product can read x itself
+            # and the fp32 copy lives only for the reduction; fp16 multiplies its clamped copy
+            # (an overflowed activation must stay finite).
             xf = norm_input(x)
-            y = (xf * inverse_norm(xf)).to(x.dtype)
-            if out is not None:
-                y = out.copy_(y)
+            inv = inverse_norm(xf)
+            source = x if x.dtype == torch.bfloat16 else xf
+            if x.dtype == torch.bfloat16:
+                del xf
+            if out is None:
+                out = x if overwrite else torch.empty_like(x)
+            y = torch.mul(source, inv, out=out)
         else:
             inv = inverse_norm(x)
             if out is not None:
