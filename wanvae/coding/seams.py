@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .state import CausalState, StepContext, zeros_along
+from .state import CHANNELS_LAST, CausalState, StepContext, prepend_history
 
-H_DIM, W_DIM = 3, 4  # [B, C, T, H, W]
+T_DIM, H_DIM, W_DIM = 2, 3, 4  # [B, C, T, H, W]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class Seams:
         pad_lo: int,
         pad_hi: int,
         conv_pads: bool = True,
+        history: Tensor | None = None,
+        lookback: int = 0,
     ) -> Tensor:
         """`x` widened by what the previous tiles left over, ready for a valid window op.
 
@@ -72,26 +74,64 @@ class Seams:
         the image edge) goes before `x`, and `pad_hi` zeros after it at the far edge. The
         part of the result that this tile's windows do not consume is kept for the next
         tile. Axes with a single tile are left for the conv's own padding when
-        `conv_pads`, else padded here.
+        `conv_pads`, else padded here. With `lookback`, that many frames of `history`
+        (already widened, as the previous chunk's input was; zeros where there is none)
+        go before it in time, in the same buffer.
         """
+        # Per widened axis: what goes before x (a neighbour's leftover, or zeros), the zeros
+        # after it, and where this tile's own leftover goes.
+        axes: list[tuple[int, Tensor | int, int, tuple | None]] = []
         for dim, index, count, lane in tile.axes():
             if count == 1:
                 if not conv_pads and (pad_lo or pad_hi):
-                    x = _pad(x, dim, pad_lo, pad_hi)
+                    axes.append((dim, pad_lo, pad_hi, None))
                 continue
             slot = (key, dim, tile.chunk, lane)
-            if index == 0:
-                lead = pad_lo
-                x = _pad(x, dim, lead, 0)
+            lead = pad_lo if index == 0 else self._store.pop(slot)
+            axes.append((dim, lead, pad_hi if index == count - 1 else 0, None if index == count - 1 else slot))
+        if all(isinstance(lead, int) and not lead and not tail and slot is None for _, lead, tail, _ in axes):
+            return prepend_history(x, history, lookback)
+        # One buffer holds the result, x written into it once: widening axis by axis with a
+        # concatenation each copied the whole tile per axis. The numbers are the same: each
+        # axis's part spans the axes widened before it in full and the later ones over x.
+        lead_len = {dim: lead if isinstance(lead, int) else lead.shape[dim] for dim, lead, _, _ in axes}
+        lead_len[T_DIM] = lookback
+        shape = list(x.shape)
+        for dim, _, tail, _ in axes:
+            shape[dim] += lead_len[dim] + tail
+        shape[T_DIM] += lookback
+        layout = CHANNELS_LAST if not x.is_contiguous() and x.is_contiguous(memory_format=CHANNELS_LAST) else torch.contiguous_format
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+        over_x = [slice(None)] * x.dim()
+        for dim in lead_len:
+            over_x[dim] = slice(lead_len[dim], lead_len[dim] + x.shape[dim])
+        out[tuple(over_x)] = x
+        region = list(over_x)
+        for dim, lead, tail, slot in axes:
+            region[dim] = slice(0, lead_len[dim])
+            if isinstance(lead, int):
+                if lead:
+                    out[tuple(region)].zero_()
             else:
-                x = torch.cat([self._store.pop(slot), x], dim=dim)
-            if index == count - 1:
-                x = _pad(x, dim, 0, pad_hi)
-            else:
-                n = x.shape[dim]
+                out[tuple(region)] = lead
+            if tail:
+                region[dim] = slice(shape[dim] - tail, shape[dim])
+                out[tuple(region)].zero_()
+            region[dim] = slice(None)  # later axes' parts span this one in full
+            if slot is not None:
+                n = shape[dim]
                 consumed = stride * max(0, (n - kernel) // stride + 1)
-                self._store[slot] = x.narrow(dim, consumed, n - consumed).clone()
-        return x
+                region[dim] = slice(consumed, n)
+                self._store[slot] = out[tuple(region)].clone()
+                region[dim] = slice(None)
+        if lookback:  # time last: the look-back frames span the widened frame
+            have = 0 if history is None else history.shape[T_DIM]
+            region[T_DIM] = slice(0, lookback - have)
+            out[tuple(region)].zero_()
+            if have:
+                region[T_DIM] = slice(lookback - have, lookback)
+                out[tuple(region)] = history
+        return out
 
     def align(self, x: Tensor, tile: TilePosition, key: str, like: Tensor) -> Tensor:
         """`x`, a branch that runs ahead of `like`, held back to cover exactly `like`'s positions.
@@ -124,18 +164,6 @@ class Seams:
         return x
 
 
-def _pad(x: Tensor, dim: int, lo: int, hi: int) -> Tensor:
-    if not lo and not hi:
-        return x
-    parts = []
-    if lo:
-        parts.append(zeros_along(x, dim, lo))
-    parts.append(x)
-    if hi:
-        parts.append(zeros_along(x, dim, hi))
-    return torch.cat(parts, dim=dim)
-
-
 class TileContext(StepContext):
     """A step on one spatial tile: the same questions as `StepContext`, answered with the
     seams this tile takes from its upper and left neighbours and hands to the others."""
@@ -149,10 +177,13 @@ class TileContext(StepContext):
         super().__init__(state, record, on_layer=on_layer)
         self.seams, self.tile = seams, tile
 
-    def conv_input(self, x: Tensor, key: str, pad: int) -> tuple[Tensor, tuple[int, int, int]]:
+    def conv_input(
+        self, x: Tensor, key: str, pad: int, history: Tensor | None = None, lookback: int = 0
+    ) -> tuple[Tensor, tuple[int, int, int]]:
         if not pad:
-            return x, (0, 0, 0)
-        return self.seams.extend(x, self.tile, key, 2 * pad + 1, 1, pad, pad), self.tile.conv_padding(pad)
+            return prepend_history(x, history, lookback), (0, 0, 0)
+        x = self.seams.extend(x, self.tile, key, 2 * pad + 1, 1, pad, pad, history=history, lookback=lookback)
+        return x, self.tile.conv_padding(pad)
 
     def window_input(self, x: Tensor, key: str, kernel: int, stride: int, pad_lo: int, pad_hi: int) -> Tensor:
         return self.seams.extend(x, self.tile, key, kernel, stride, pad_lo, pad_hi, conv_pads=False)

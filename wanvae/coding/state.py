@@ -182,10 +182,13 @@ class StepContext:
         return CausalState(self.frames_seen + frames_consumed, merged)
 
     # ---- what a spatial layer asks of tiling: for whole frames, nothing is handed on ---------
-    def conv_input(self, x: Tensor, key: str, pad: int) -> tuple[Tensor, tuple[int, int, int]]:
-        """A k x k conv's input (k = 2 * pad + 1) and the (T, H, W) padding the conv itself
+    def conv_input(
+        self, x: Tensor, key: str, pad: int, history: Tensor | None = None, lookback: int = 0
+    ) -> tuple[Tensor, tuple[int, int, int]]:
+        """A k x k conv's input (k = 2 * pad + 1), preceded by `lookback` frames of `history`
+        (zeros where the stream has none yet), and the (T, H, W) padding the conv itself
         adds: whole frames are padded by the conv (oneDNN pads faster than a padded copy)."""
-        return x, (0, pad, pad)
+        return prepend_history(x, history, lookback), (0, pad, pad)
 
     def window_input(self, x: Tensor, key: str, kernel: int, stride: int, pad_lo: int, pad_hi: int) -> Tensor:
         """The input of a window op that pads nothing itself (a stride-2 conv, a pooling),
