@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+import costs  # bench/costs.py, beside this script
 import wanvae
 from wanvae.model.layers import unpatchify
 from wanvae.testing import randomize, reference_decode_unclamped, reference_for
@@ -79,7 +80,7 @@ def main() -> None:
     p.add_argument("--families", default="wan2.1,wan2.2")
     p.add_argument("--frames", type=int, default=81)
     p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--height", type=int, help="default 720 for Wan 2.1, 704 for Wan 2.2 (its 5B model's size): bench/costs.py's rows")
     p.add_argument("--tile", type=int, default=256, help="our exact tile (pixels)")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--budget", type=float, default=210.0, help="seconds after which no new row starts")
@@ -96,6 +97,10 @@ def main() -> None:
         "dtype": args.dtype, "date": time.strftime("%Y-%m-%d"), "case": f"{args.frames}f {args.width}x{args.height}",
     }))
     clock = Clock(device)
+    # The counts of bench/costs.py for the same rows, printed beside what is measured here,
+    # with the cost model's prediction for this GPU: the first GPU run checks the model.
+    counted_rows, cost_model = costs.load_table(Path(__file__).with_name("costs.jsonl"))
+    gpu_model = costs.model_for(gpu)
     rows_file = (out / "rows.jsonl").open("a")
     models: dict[str, tuple] = {}
     outputs: dict[tuple, torch.Tensor] = {}
@@ -111,7 +116,8 @@ def main() -> None:
                 torch.cuda.empty_cache() if device.type == "cuda" else None
                 ours = randomize(wanvae.WanVAE(wanvae.preset(family)), seed=0).to(device, dtype).eval()
                 ref = reference_for(ours).to(device, dtype)
-                models[family] = (ours, ref, inputs(family, args.frames, args.width, args.height, device, dtype))
+                height = args.height or (704 if family == "wan2.2" else 720)
+                models[family] = (ours, ref, inputs(family, args.frames, args.width, height, device, dtype))
             ours, ref, (video, latents) = models[family]
             fn, warm = job(ours, ref, direction, impl, video, latents, args.tile)
             t = time.monotonic()
@@ -121,6 +127,7 @@ def main() -> None:
             with torch.no_grad():
                 seconds, peak, y = clock(fn)
             row.update(seconds=round(seconds, 3), peak_gib=round(peak, 2))
+            row.update(counted(counted_rows, cost_model, gpu_model, family, direction, impl, args, video))
             outputs[(family, direction, impl)] = y.float().cpu()
             first = outputs.get((family, direction, "diffusers eager"))
             if first is not None and impl != "diffusers eager":
@@ -135,6 +142,23 @@ def main() -> None:
             torch.cuda.empty_cache()
     rows_file.close()
     print(f"done in {time.monotonic() - started:.0f} s; rows in {out / 'rows.jsonl'}")
+
+
+IMPLS = {"ours eager": "wanvae", "ours compiled": "wanvae", "ours tiled": "wanvae", "diffusers eager": "diffusers", "diffusers tiled": "diffusers"}
+
+
+def counted(rows, model, gpu, family: str, direction: str, impl: str, args, video) -> dict:
+    """bench/costs.py's counts for this row (the compiled row: the eager path's), and the
+    model's predicted time on this GPU: labelled, beside the measured figures."""
+    tile = {"ours tiled": args.tile, "diffusers tiled": 256}.get(impl)
+    row = costs.find(rows, job=direction, family=family, impl=IMPLS[impl], tile=tile, frames=video.shape[2],
+                     width=video.shape[4], height=video.shape[3], dtype=args.dtype)
+    if row is None:
+        return {"counted": None}
+    found = {k: row[k] for k in ("conv_flops", "other_bytes", "ops", "peak_bytes")}
+    if model is not None and gpu is not None:
+        found["predicted_s"] = round(model.predict(row, gpu), 3)
+    return {"counted": found}
 
 
 def job(ours, ref, direction: str, impl: str, video, latents, tile: int):
