@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def show_notes(command: str) -> None:
     """The library's notes (`CheckpointNote`: what a load skipped) as one line each on
-    stderr, not Python's two-line warning with a source line."""
-    from ..io.weights import CheckpointNote
-
+    stderr, not Python's two-line warning with a source line. Nothing is imported here:
+    torch loads only once a command needs it (bad numbers are refused before)."""
     default = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, CheckpointNote):
+        weights = sys.modules.get("wanvae.io.weights")  # loaded, if it is what warned
+        if weights is not None and issubclass(category, weights.CheckpointNote):
             print(f"wanvae {command}: note: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
