@@ -782,17 +782,18 @@ def taehv_config(tensors: Mapping[str, Tensor], path: str | os.PathLike = ""):
     from ..model.taehv import TinyConfig
 
     name = Path(str(path)).stem or "taehv"
-    if any(k.startswith("decoder.1.conv.") for k in tensors):
-        raise CheckpointError(f"{path}: a TAEHV file whose decoder is built of ConvNeXt-style blocks (taew2_2_super); "
-                              "wanvae reads taew2_1, taew2_2 and the lighttae files, and taew2_2 decodes the same latents")
+    # The super decoder starts with a 1x1 conv and a ConvNeXt-style block (its depthwise conv
+    # at decoder.1.conv.0); the base one with a clamp, then a 3x3 conv at decoder.1.
+    variant = "super" if "decoder.1.conv.0.weight" in tensors else "base"
     try:
         patch = round((tensors["encoder.0.weight"].shape[1] / 3) ** 0.5)
-        z_dim = tensors["decoder.1.weight"].shape[1]
+        z_dim = tensors["decoder.0.weight" if variant == "super" else "decoder.1.weight"].shape[1]
         pools = sorted(int(k.split(".")[1]) for k in tensors if re.fullmatch(r"encoder\.\d+\.conv\.weight", k))
         encoder_time = tuple(tensors[f"encoder.{i}.conv.weight"].shape[1] == 2 * tensors[f"encoder.{i}.conv.weight"].shape[0] for i in pools)
     except (KeyError, IndexError) as e:
         raise CheckpointError(f"{path}: looks like a TAEHV file but lacks {e}") from None
-    return TinyConfig(z_dim=z_dim, patch_size=patch, encoder_time=encoder_time, raw_latents="lighttae" in name.lower(), name=name)
+    return TinyConfig(z_dim=z_dim, patch_size=patch, encoder_time=encoder_time, raw_latents="lighttae" in name.lower(),
+                      decoder_variant=variant, name=name)
 
 
 def _taehv_state(tensors: Mapping[str, Tensor], cfg, path) -> dict[str, Tensor]:

@@ -1,12 +1,13 @@
-"""The TAEHV tiny autoencoders (taew2_1, taew2_2, lighttae): a second, light architecture for
-previews, over the same causal-state engine as the Wan VAEs.
+"""The TAEHV tiny autoencoders (taew2_1, taew2_2, taew2_2_super, lighttae): a second, light
+architecture for previews, over the same causal-state engine as the Wan VAEs.
 
 madebyollin's TAEHV (MIT) is per-frame 2D: 3x3 convs, ReLU, and three kinds of time layer:
 a `MemBlock` sees its own input at the previous time step (zeros at the first), a `TPool`
 folds s consecutive frames into channels and back to its width (1x1 conv), a `TGrow` makes s
 frames of one (1x1 conv, then the channel groups in time order). Attribute names are the
 published files' keys (`encoder.4.conv.0.weight`, `decoder.13.conv.weight`), so they load
-strictly. Written from the layer descriptions in shared/reference/neighbours.md and the
+strictly. The `_super` decoder swaps the MemBlocks for ConvNeXt-style `SuperMemBlock`s and the
+nearest up-sampling for a learned pixel shuffle. Written from the layer descriptions in shared/reference/neighbours.md and the
 reference module's documented behaviour, not from its code.
 
 wanvae's conventions hold at the boundary: frames [B, 3, T, H, W] in [-1, 1] (the reference
@@ -52,6 +53,9 @@ class TinyConfig:
     decoder_space: tuple[bool, ...] = (True, True, True)
     # LightX2V's lighttae files were trained on the VAE's raw mean, not the normalised latents.
     raw_latents: bool = False
+    # The decoder's blocks: "base" (MemBlocks of 3x3 convs, nearest up-sampling), or "super"
+    # (taew2_2_super: ConvNeXt-style blocks twice as wide, learned pixel-shuffle up-sampling).
+    decoder_variant: str = "base"
     name: str = field(default="taew2_1", compare=False)
 
     @property
@@ -156,6 +160,30 @@ class MemBlock(TimeLayer):
         return _clip(self.act(y.add_(self.skip(_frames(x)))), b)
 
 
+class SuperMemBlock(TimeLayer):
+    """The super decoder's block: x + pw(ReLU(pw(dw7x7([x, past])))), a ConvNeXt-style inverted
+    bottleneck (depthwise 7x7 over the frame and its past, 1x1 to 4n with a bias, ReLU, 1x1
+    back to n); no activation after the sum. `past` as in `MemBlock`."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(2 * n, 2 * n, 7, padding=3, groups=2 * n, bias=False),
+            nn.Conv2d(2 * n, 4 * n, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(4 * n, n, 1, bias=False),
+        )
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:  # [B, C, T, H, W]
+        last = ctx.history(self.state_key)
+        first = torch.zeros_like(x[:, :, :1]) if last is None else last
+        past = torch.cat([first, x[:, :, :-1]], dim=2)
+        ctx.keep(self.state_key, x[:, :, -1:].clone())
+        b = x.shape[0]
+        y = self.conv(torch.cat([_frames(x), _frames(past)], dim=1))
+        del past
+        return _clip(y.add_(_frames(x)), b)
+
+
 class TPool(TimeLayer):
     """s consecutive frames' channels side by side (the earliest first), 1x1 conv back to n."""
 
@@ -196,6 +224,8 @@ def _encoder(cfg: TinyConfig) -> nn.Sequential:
 
 
 def _decoder(cfg: TinyConfig) -> nn.Sequential:
+    if cfg.decoder_variant == "super":
+        return _super_decoder(cfg)
     widths = (256, 128, 64, 64)
     layers: list[nn.Module] = [Clamp(), _conv(cfg.z_dim, widths[0]), nn.ReLU(inplace=True)]
     for i, (doubles_time, doubles_space) in enumerate(zip(cfg.decoder_time, cfg.decoder_space)):
@@ -203,6 +233,19 @@ def _decoder(cfg: TinyConfig) -> nn.Sequential:
         layers += [MemBlock(n, n), MemBlock(n, n), MemBlock(n, n), nn.Upsample(scale_factor=2 if doubles_space else 1),
                    TGrow(n, 2 if doubles_time else 1), _conv(n, widths[i + 1], bias=False)]
     layers += [nn.ReLU(inplace=True), _conv(widths[3], 3 * cfg.patch_size**2)]
+    return nn.Sequential(*layers)
+
+
+def _super_decoder(cfg: TinyConfig) -> nn.Sequential:
+    """No clamp in front, a 1x1 conv in; each stage three SuperMemBlocks, a 3x3 conv to s^2
+    times the next width, ReLU, a pixel shuffle by s, a TGrow; a 3x3 conv out."""
+    widths = (512, 256, 128, 64)
+    layers: list[nn.Module] = [nn.Conv2d(cfg.z_dim, widths[0], 1, bias=False)]
+    for i, (doubles_time, doubles_space) in enumerate(zip(cfg.decoder_time, cfg.decoder_space)):
+        n, s = widths[i], 2 if doubles_space else 1
+        layers += [SuperMemBlock(n), SuperMemBlock(n), SuperMemBlock(n), _conv(n, widths[i + 1] * s * s), nn.ReLU(inplace=True),
+                   nn.PixelShuffle(s), TGrow(widths[i + 1], 2 if doubles_time else 1)]
+    layers.append(_conv(widths[3], 3 * cfg.patch_size**2))
     return nn.Sequential(*layers)
 
 
@@ -230,12 +273,11 @@ class TinyVAE(nn.Module):
         self.parts = "all"
         self.encoder = _encoder(config)
         self.decoder = _decoder(config)
-        # After the decoder's last MemBlock nothing looks at other frames, and everything is at
-        # full resolution: that tail runs one frame at a time (the 4 frames of 64 channels a
+        # After the decoder's last memory block nothing looks at other frames, and everything is
+        # at full resolution: that tail runs one frame at a time (the 4 frames of 64 channels a
         # latent makes at 832x480 are 400 MB per tensor).
-        self._tail = max(i for i, m in enumerate(self.decoder) if isinstance(m, MemBlock)) + 1
-        if not (isinstance(self.decoder[self._tail], nn.Upsample) and isinstance(self.decoder[self._tail + 1], TGrow)):
-            raise ValueError("a TAEHV decoder ends with an up-sampling then a TGrow after its last MemBlock")
+        self._tail = max(i for i, m in enumerate(self.decoder) if isinstance(m, (MemBlock, SuperMemBlock))) + 1
+        self._grow = next(i for i in range(self._tail, len(self.decoder)) if isinstance(self.decoder[i], TGrow))
         for name, module in self.named_modules():
             if isinstance(module, TimeLayer):
                 module.state_key = name
@@ -250,7 +292,7 @@ class TinyVAE(nn.Module):
         return self.encoder[0].weight.dtype
 
     def part_dtype(self, part: str) -> torch.dtype:
-        return getattr(self, part)[1 if part == "decoder" else 0].weight.dtype
+        return next(getattr(self, part).parameters()).dtype
 
     def require(self, part: str) -> None:
         if part not in ("encoder", "decoder"):
@@ -275,8 +317,10 @@ class TinyVAE(nn.Module):
             step = chunk_frames(int(b * 64 * h * w * itemsize), r)
             return PassPlan(None, step, first=r)
         s = self.config.decoded_spatial_ratio
-        # The biggest map a latent makes is at half the output size: 2 frames x 128 channels.
-        return PassPlan(None, chunk_frames(int(b * 128 * 2 * h * w * s * s // 4 * itemsize), 1))
+        # The biggest map a latent makes is at half the output size: 2 frames x 128 channels
+        # (the super decoder's, twice as wide, 512 before its last pixel shuffle).
+        width = 512 if self.config.decoder_variant == "super" else 128
+        return PassPlan(None, chunk_frames(int(b * width * 2 * h * w * s * s // 4 * itemsize), 1))
 
     def latents_from(self, moments: Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
         if sample:
@@ -329,10 +373,19 @@ class TinyVAE(nn.Module):
         up-sampling, and each frame a TGrow makes is its own slice of the weight: so each
         output frame's channels are made at the lower size and then up-sampled. The same
         arithmetic per pixel, and a 480p decode's peak is one full-size frame, not two."""
-        up, grow, *rest = self.decoder[self._tail :]
+        pre = list(self.decoder[self._tail : self._grow])
+        grow, rest = self.decoder[self._grow], list(self.decoder[self._grow + 1 :])
+        # The base decoder's nearest up-sampling commutes with the TGrow's 1x1 conv, so it runs
+        # after it, per output frame; the super decoder's learned up-sampling runs first.
+        commutes = len(pre) == 1 and isinstance(pre[0], nn.Upsample)
+        if not commutes:
+            for layer in pre:
+                x = layer(x)
         weight, c = grow.conv.weight, x.shape[1]
         for j in range(grow.stride):
-            y = up(F.conv2d(x, weight[j * c : (j + 1) * c]))
+            y = F.conv2d(x, weight[j * c : (j + 1) * c])
+            if commutes:
+                y = pre[0](y)
             for layer in rest:
                 y = layer(y)
             yield y
@@ -413,6 +466,9 @@ class TinyVAE(nn.Module):
         (`time=False`: one frame per latent, the latent's last), or its last space up-sampling
         (`space=False`: frames at half the size). What it gives up is said in the docs."""
         cfg = self.config
+        if not space and cfg.decoder_variant == "super":
+            raise ValueError("--skip-upscale space: the super decoder up-samples with a learned pixel shuffle whose weights "
+                             "make 4 sub-pixels each; only --skip-upscale time has a cheaper form")
         decoder_time = cfg.decoder_time if time else (False,) * len(cfg.decoder_time)
         decoder_space = cfg.decoder_space if space else (*cfg.decoder_space[:-1], False)
         twin = TinyVAE(dataclasses.replace(cfg, decoder_time=decoder_time, decoder_space=decoder_space, name=cfg.name + "-preview"))
