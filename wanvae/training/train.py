@@ -139,6 +139,17 @@ def evaluate(vae: WanVAE, clips: list[Tensor]) -> dict[str, float]:
     return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
 
 
+def frame_psnr(vae: WanVAE, clips: list[Tensor]) -> Tensor:
+    """PSNR of every frame of encode -> decode, [N, T]: how quality holds along a clip."""
+    vae.eval()
+    rows = []
+    with torch.no_grad():
+        for clip in clips:
+            recon = vae.decode(vae.encode(clip[None].to(vae.device, vae.dtype)))[0].float().cpu()
+            rows.append(metrics.psnr(recon, clip))
+    return torch.stack(rows)
+
+
 def training_batch(sampler: ClipSampler, opts: TrainOptions, g: torch.Generator) -> Tensor:
     """One step's clips [B, 3, T, H, W], or with probability `opts.images` B*T single images."""
     w, h, t = opts.clip
