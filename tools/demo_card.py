@@ -40,16 +40,15 @@ def shortfalls(vae: wanvae.WanVAE, names: list[str], held_out: list[torch.Tensor
     """Card lines on where the model loses PSNR on each held-out clip: which frames, and how
     much of the squared error is colour (and of that, wrong hue over whole regions)."""
     lines = []
-    with torch.no_grad():
-        for name, clip in zip(names, held_out):
-            recon = vae.decode(vae.encode(clip[None]))[0].float()
-            frames = metrics.psnr(recon, clip)  # [T]
-            share, coarse = metrics.colour_share(recon, clip)
-            lines.append(
-                f"  - {name}: {float(10 * torch.log10(4 / (recon - clip).pow(2).mean())):.2f} dB over the clip; frames from "
-                f"{frames.min():.1f} dB (frame {int(frames.argmin())}) to {frames.max():.1f} dB (frame {int(frames.argmax())}); "
-                f"colour {share:.0%} of the squared error, {coarse:.0%} wrong hue over whole regions (17 px windows)."
-            )
+    for name, clip in zip(names, held_out):
+        recon = train.reconstruct(vae, clip)
+        frames = metrics.psnr(recon, clip)  # [T]
+        share, coarse = metrics.colour_share(recon, clip)
+        lines.append(
+            f"  - {name}: {float(10 * torch.log10(4 / (recon - clip).pow(2).mean())):.2f} dB over the clip; frames from "
+            f"{frames.min():.1f} dB (frame {int(frames.argmin())}) to {frames.max():.1f} dB (frame {int(frames.argmax())}); "
+            f"colour {share:.0%} of the squared error, {coarse:.0%} wrong hue over whole regions (17 px windows)."
+        )
     return lines
 
 

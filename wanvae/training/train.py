@@ -127,12 +127,18 @@ def validation_clips(folder: str | os.PathLike | None, size: tuple[int, int, int
 
 
 @torch.no_grad()
+@torch.no_grad()
+def reconstruct(vae: WanVAE, clip: Tensor) -> Tensor:
+    """encode -> decode of one clip [3, T, H, W] (the normalised mean, as inference does), fp32 on the CPU."""
+    vae.eval()
+    return vae.decode(vae.encode(clip[None].to(vae.device, vae.dtype)))[0].float().cpu()
+
+
 def evaluate(vae: WanVAE, clips: list[Tensor]) -> dict[str, float]:
     """Mean PSNR and SSIM of encode -> decode (the normalised mean, as inference does)."""
     psnrs, ssims = [], []
-    vae.eval()
     for clip in clips:
-        recon = vae.decode(vae.encode(clip[None].to(vae.device, vae.dtype)))[0].float().cpu()
+        recon = reconstruct(vae, clip)
         mse = (recon - clip).pow(2).mean()
         psnrs.append(float(10 * torch.log10(4.0 / mse)))
         ssims.append(float(metrics.ssim(clip, recon).mean()))
@@ -141,13 +147,7 @@ def evaluate(vae: WanVAE, clips: list[Tensor]) -> dict[str, float]:
 
 def frame_psnr(vae: WanVAE, clips: list[Tensor]) -> Tensor:
     """PSNR of every frame of encode -> decode, [N, T]: how quality holds along a clip."""
-    vae.eval()
-    rows = []
-    with torch.no_grad():
-        for clip in clips:
-            recon = vae.decode(vae.encode(clip[None].to(vae.device, vae.dtype)))[0].float().cpu()
-            rows.append(metrics.psnr(recon, clip))
-    return torch.stack(rows)
+    return torch.stack([metrics.psnr(reconstruct(vae, clip), clip) for clip in clips])
 
 
 def training_batch(sampler: ClipSampler, opts: TrainOptions, g: torch.Generator) -> Tensor:
