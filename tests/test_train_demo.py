@@ -131,8 +131,7 @@ def test_shipped_demo_model_holds_over_a_long_clip_as_its_card_says():
     """The card's first long clip (49 frames, 13 latent frames): its first and last 8 frames."""
     card = CARD.read_text()
     first, last = map(float, re.search(r"move 1: ([0-9.]+) -> ([0-9.]+)", card).groups())
-    clip = demo.held_out_clip(demo.LONG_CLIP_FRAMES, (256, 256), demo.CARD_SEEDS[0])
-    frames = train.frame_psnr(wanvae.demo_model(), [clip])[0]
+    frames = train.frame_psnr(wanvae.demo_model(), [demo.long_clip(demo.CARD_SEEDS[0])])[0]
     assert frames.shape == (49,)
     assert abs(float(frames[:8].mean()) - first) <= 0.05, (frames[:8].mean(), first)
     assert abs(float(frames[-8:].mean()) - last) <= 0.05, (frames[-8:].mean(), last)

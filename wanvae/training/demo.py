@@ -49,7 +49,12 @@ def card_clips() -> list[Tensor]:
 LONG_CLIP_FRAMES = 49
 
 
+def long_clip(seed: int) -> Tensor:
+    """A held-out 256x256, 49-frame clip; its camera move is drawn for the longer clip, so it
+    does not extend the 17-frame clip of the same seed."""
+    return held_out_clip(LONG_CLIP_FRAMES, (256, 256), seed)
+
+
 def long_clips() -> list[Tensor]:
-    """Held-out 256x256, 49-frame clips: the bundled photo under the card's four camera moves
-    (drawn for the longer clip, so not an extension of the 17-frame ones)."""
-    return [held_out_clip(LONG_CLIP_FRAMES, (256, 256), seed) for seed in CARD_SEEDS]
+    """The bundled photo under the card's four camera moves, as long clips."""
+    return [long_clip(seed) for seed in CARD_SEEDS]

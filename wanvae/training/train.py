@@ -127,7 +127,6 @@ def validation_clips(folder: str | os.PathLike | None, size: tuple[int, int, int
 
 
 @torch.no_grad()
-@torch.no_grad()
 def reconstruct(vae: WanVAE, clip: Tensor) -> Tensor:
     """encode -> decode of one clip [3, T, H, W] (the normalised mean, as inference does), fp32 on the CPU."""
     vae.eval()
