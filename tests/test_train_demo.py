@@ -331,7 +331,7 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     config.write_text(json.dumps({"dim": 4, "name": "micro"}))
     out = tmp_path / "m.safetensors"
     cmd = [shutil.which("wanvae"), "train", data, "-o", out, "--config", config, "--steps", "4", "--stop-after", "2",
-           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--mse", "2", "--coarse-colour", "5", "--images", "0.5", "--val-every", "2", "--quiet"]
+           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--mse", "2", "--coarse-colour", "5", "--images", "0.5", "--val-every", "2", "--quiet", "--alternate-clip", "32x32x9"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert torch.load(train.state_path(out), weights_only=True)["step"] == 2  # stopped after the first sitting
@@ -345,7 +345,9 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     r = subprocess.run(cmd[:11] + ["--any-scale", "--magnify", "0.5"], capture_output=True, text=True)
     assert r.returncode == 2 and "between 1 and 16" in r.stderr
     r = subprocess.run(cmd[:11] + ["--clip", "32x32x5", "--view", "64x24"], capture_output=True, text=True)
-    assert r.returncode == 2 and "--view 64x24 is smaller than the 32x32 clip" in r.stderr
+    assert r.returncode == 2 and "--view 64x24 is smaller than the 32x32 clips (--clip)" in r.stderr
+    r = subprocess.run(cmd[:11] + ["--alternate-clip", "36x32x5"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--alternate-clip 36x32x5: W and H must be multiples of 8" in r.stderr
 
 
 def test_view_films_photos_at_its_size_and_keeps_a_window_of_them(tmp_path):
@@ -379,6 +381,14 @@ def test_image_steps_train_on_batch_times_t_single_frames(data):
     half = train.TrainOptions(batch=2, clip=(32, 32, 5), images=0.5)
     shapes = {train.training_batch(sampler, half, g).shape[2] for _ in range(12)}
     assert shapes == {1, 5}
+
+
+def test_alternate_clip_trains_every_other_step_on_its_own_size(data):
+    sampler = train.ClipSampler(data)
+    opts = train.TrainOptions(batch=2, clip=(32, 32, 9), alternate_clip=(48, 40, 5))
+    g = torch.Generator().manual_seed(0)
+    shapes = [tuple(train.training_batch(sampler, opts, g, step).shape) for step in range(4)]
+    assert shapes == [(2, 3, 9, 32, 32), (2, 3, 5, 40, 48)] * 2
 
 
 def test_colour_share_tells_colour_from_brightness_and_coarse_from_fine():

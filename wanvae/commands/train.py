@@ -68,6 +68,8 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--val", metavar="DIR", help="held-out images or videos, checked every --val-every steps")
     p.add_argument("--val-every", type=int_in(1, 10**9, "a step count"), default=200)
+    p.add_argument("--alternate-clip", type=_clip, default=None, metavar="WxHxT",
+                   help="every other step trains on clips of this size instead (e.g. short clips beside long ones)")
     p.add_argument("--val-clip", type=_clip, default=None, metavar="WxHxT", help="validation clip size (default: --clip)")
     p.add_argument("--procedural", type=_share, default=0.15, metavar="P", help="share of procedural scenes (default 0.15)")
     p.add_argument("--dead-leaves", type=_share, default=0.35, metavar="P", help="share of dead-leaves pictures in camera motion (default 0.35)")
@@ -112,9 +114,10 @@ def run(args) -> int:
         raise UsageError("--config starts a new model; it does not go with --init or --resume")
     if args.magnify != 1.0 and not args.any_scale:
         raise UsageError("--magnify sets how far --any-scale zooms in: give --any-scale with it")
-    if args.view and (args.view[0] < args.clip[0] or args.view[1] < args.clip[1]):
-        w, h, _ = args.clip
-        raise UsageError(f"--view {args.view[0]}x{args.view[1]} is smaller than the {w}x{h} clip cropped from it: give at least {w}x{h}")
+    for flag, size in (("--clip", args.clip), ("--alternate-clip", args.alternate_clip)):
+        if args.view and size and (args.view[0] < size[0] or args.view[1] < size[1]):
+            w, h, _ = size
+            raise UsageError(f"--view {args.view[0]}x{args.view[1]} is smaller than the {w}x{h} clips ({flag}) cropped from it: give at least {w}x{h}")
     if args.decoder_only and not (args.init or args.resume):
         raise UsageError("--decoder-only fine-tunes an existing model: give --init CKPT")
     cfg = None
@@ -125,7 +128,7 @@ def run(args) -> int:
 
     model_cfg = cfg or (peek_config(args.out if args.resume else args.init) if (args.init or args.resume) else config_mod.VAEConfig())
     s = model_cfg.spatial_ratio
-    for flag, size in (("--clip", args.clip), ("--val-clip", args.val_clip)):
+    for flag, size in (("--clip", args.clip), ("--alternate-clip", args.alternate_clip), ("--val-clip", args.val_clip)):
         if size and (size[0] % s or size[1] % s):
             raise UsageError(f"{flag} {size[0]}x{size[1]}x{size[2]}: W and H must be multiples of {s} for this {model_cfg.family} model")
     if not args.resume:
@@ -135,6 +138,7 @@ def run(args) -> int:
         steps=args.steps,
         batch=args.batch,
         clip=args.clip,
+        alternate_clip=args.alternate_clip,
         lr=args.lr,
         seed=args.seed,
         val_every=args.val_every,
