@@ -56,6 +56,27 @@ def test_resume_continues_exactly(data, tmp_path):
         train.train(data, tmp_path / "none.safetensors", opts=opts, resume=True)
 
 
+def test_moving_average_is_what_checkpoints_hold_and_resumes_exactly(data, tmp_path):
+    opts = train.TrainOptions(steps=3, batch=1, clip=(32, 32, 5), val_every=1, warmup=1, lr=1e-2, ema=0.5)
+    init = wanvae.save(wanvae.WanVAE(MICRO), tmp_path / "init.safetensors")
+    train.train(data, tmp_path / "full.safetensors", init=init, opts=opts)
+    part = tmp_path / "part.safetensors"
+    average = wanvae.load(init).state_dict()
+    for step in (1, 2, 3):  # one sitting a step: each checkpoint is last step's average moved halfway
+        sitting = train.TrainOptions(**{**opts.__dict__, "stop_after": step})
+        train.train(data, part, init=init if step == 1 else None, opts=sitting, resume=step > 1)
+        saved = wanvae.load(part).state_dict()
+        trained = torch.load(train.state_path(part), weights_only=True)["trained"]
+        assert any(not torch.equal(saved[k], trained[k]) for k in saved)
+        for k in saved:
+            assert torch.allclose(saved[k], (average[k] + trained[k]) / 2, atol=1e-6), (step, k)
+        average = saved
+    full = wanvae.load(tmp_path / "full.safetensors").state_dict()
+    assert all(torch.allclose(full[k], average[k], atol=1e-6) for k in full)  # sittings change nothing
+    with pytest.raises(ValueError, match="resume with the run.s --ema"):
+        train.train(data, part, opts=train.TrainOptions(**{**opts.__dict__, "ema": 0.0}), resume=True)
+
+
 def test_decoder_only_keeps_the_latent_space(data, tmp_path):
     base = wanvae.save(wanvae.WanVAE(MICRO), tmp_path / "base.safetensors")
     opts = train.TrainOptions(steps=3, batch=2, clip=(32, 32, 5), val_every=3, decoder_only=True)
@@ -331,7 +352,7 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     config.write_text(json.dumps({"dim": 4, "name": "micro"}))
     out = tmp_path / "m.safetensors"
     cmd = [shutil.which("wanvae"), "train", data, "-o", out, "--config", config, "--steps", "4", "--stop-after", "2",
-           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--mse", "2", "--coarse-colour", "5", "--images", "0.5", "--val-every", "2", "--quiet", "--alternate-clip", "32x32x9"]
+           "--batch", "1", "--clip", "32x32x5", "--any-scale", "--recolour", "0.5", "--chroma", "0.5", "--mse", "2", "--coarse-colour", "5", "--images", "0.5", "--val-every", "2", "--quiet", "--alternate-clip", "32x32x9", "--ema", "0.9"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert torch.load(train.state_path(out), weights_only=True)["step"] == 2  # stopped after the first sitting
@@ -348,6 +369,8 @@ def test_wanvae_train_command_runs_a_sitting_and_rejects_bad_sizes(data, tmp_pat
     assert r.returncode == 2 and "--view 64x24 is smaller than the 32x32 clips (--clip)" in r.stderr
     r = subprocess.run(cmd[:11] + ["--alternate-clip", "36x32x5"], capture_output=True, text=True)
     assert r.returncode == 2 and "--alternate-clip 36x32x5: W and H must be multiples of 8" in r.stderr
+    r = subprocess.run(cmd[:11] + ["--ema", "1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "a decay in [0, 1)" in r.stderr
 
 
 def test_view_films_photos_at_its_size_and_keeps_a_window_of_them(tmp_path):

@@ -28,6 +28,13 @@ def _weight(text: str) -> float:
     return value
 
 
+def _decay(text: str) -> float:
+    value = _number(text, "a number in [0, 1)")
+    if not 0.0 <= value < 1.0:  # also rejects nan; 1 would never move from the first weights
+        raise argparse.ArgumentTypeError(f"a decay in [0, 1) (0.999 averages about the last 1000 steps), got {text}")
+    return value
+
+
 def _magnify(text: str) -> float:
     value = _number(text, "a number >= 1")
     if not 1.0 <= value <= 16.0:  # also rejects nan; past 16x a view is a few blurred pixels
@@ -95,6 +102,8 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--bf16", action="store_true", help="forward pass under bfloat16 autocast (weights, loss and "
                    "validation stay fp32): faster on GPUs and on CPUs with AVX512-BF16, slower on other CPUs")
+    p.add_argument("--ema", type=_decay, default=0.0, metavar="D", help="checkpoint and validate a moving average of "
+                   "the weights, decay D per step (default 0: the weights as trained)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
     p.set_defaults(run=run)
@@ -156,6 +165,7 @@ def run(args) -> int:
         stop_after=args.stop_after,
         images=args.images,
         bf16=args.bf16,
+        ema=args.ema,
     )
     bar = progress_bar(args, args.steps, "step", out.name)
 
