@@ -190,8 +190,8 @@ def save_checkpoint(
 @torch.no_grad()
 def update_average(average: WanVAE, vae: WanVAE, decay: float) -> None:
     """average <- decay * average + (1 - decay) * vae, parameter by parameter."""
-    mine, theirs = list(average.parameters()), list(vae.parameters())
-    torch._foreach_lerp_(mine, theirs, 1.0 - decay)
+    for mine, theirs in zip(average.parameters(), vae.parameters()):
+        mine.lerp_(theirs, 1.0 - decay)
 
 
 def train(
