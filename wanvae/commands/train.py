@@ -105,7 +105,10 @@ def add_parser(sub, common, model, frames) -> None:
     p.add_argument("--ema", type=_decay, default=0.0, metavar="D", help="checkpoint and validate a moving average of "
                    "the weights, decay D per step (default 0: the weights as trained)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
+    parts = p.add_mutually_exclusive_group()
+    parts.add_argument("--decoder-only", action="store_true", help="train only the decoder: the latent space stays as it is")
+    parts.add_argument("--encoder-only", action="store_true", help="train only the encoder: the decoder stays as it is "
+                       "and the encoder learns to feed it (e.g. after a --decoder-only fine-tune)")
     p.set_defaults(run=run)
 
 
@@ -127,8 +130,9 @@ def run(args) -> int:
         if args.view and size and (args.view[0] < size[0] or args.view[1] < size[1]):
             w, h, _ = size
             raise UsageError(f"--view {args.view[0]}x{args.view[1]} is smaller than the {w}x{h} clips ({flag}) cropped from it: give at least {w}x{h}")
-    if args.decoder_only and not (args.init or args.resume):
-        raise UsageError("--decoder-only fine-tunes an existing model: give --init CKPT")
+    for flag, given in (("--decoder-only", args.decoder_only), ("--encoder-only", args.encoder_only)):
+        if given and not (args.init or args.resume):
+            raise UsageError(f"{flag} fine-tunes an existing model: give --init CKPT")
     cfg = None
     if args.config:
         path = Path(args.config)
@@ -152,6 +156,7 @@ def run(args) -> int:
         seed=args.seed,
         val_every=args.val_every,
         decoder_only=args.decoder_only,
+        encoder_only=args.encoder_only,
         val_clip=args.val_clip,
         procedural=args.procedural,
         dead_leaves=args.dead_leaves,

@@ -48,6 +48,9 @@ class TrainOptions:
     coarse_colour_weight: float = 0.0
     val_every: int = 200
     decoder_only: bool = False
+    # Train the encoder alone, the decoder kept: after the decoder was fine-tuned alone (for
+    # long clips, say), the encoder learns to feed the decoder it now has.
+    encoder_only: bool = False
     warmup: int = 50
     # Held-out clips may be bigger than training crops (the demo's card uses 256x256x17).
     val_clip: tuple[int, int, int] | None = None
@@ -86,6 +89,18 @@ class TrainOptions:
     # frames of a 49-frame clip went 26.8 -> 22.1 dB in 300 steps at 1e-4); the average of the
     # recent weights does not swing with them.
     ema: float = 0.0
+
+
+DECODER_PARTS = ("decoder.", "conv2.")
+
+
+def trains(name: str, opts: TrainOptions) -> bool:
+    """Whether the parameter `name` is trained under `opts` (the rest stay as they are)."""
+    if opts.decoder_only:
+        return name.startswith(DECODER_PARTS)
+    if opts.encoder_only:
+        return not name.startswith(DECODER_PARTS)
+    return True
 
 
 def forward_train(vae: WanVAE, clip: Tensor, g: torch.Generator, decoder_only: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -212,6 +227,8 @@ def train(
     does not depend on where it trains.
     """
     opts = opts or TrainOptions()
+    if opts.decoder_only and opts.encoder_only:
+        raise ValueError("decoder_only and encoder_only together would train nothing: give one")
     out = Path(out)
     torch.manual_seed(opts.seed)
     g = torch.Generator().manual_seed(opts.seed)
@@ -228,10 +245,9 @@ def train(
             # drowns the decoder's signal, and the KL weight is too small to shrink it fast.
             vae.conv1.bias[vae.config.z_dim :].fill_(-8.0)
     vae = vae.to(device)
-    params = [p for n, p in vae.named_parameters() if not opts.decoder_only or n.startswith(("decoder.", "conv2."))]
-    if opts.decoder_only:
-        for n, p in vae.named_parameters():
-            p.requires_grad_(n.startswith(("decoder.", "conv2.")))
+    for n, p in vae.named_parameters():
+        p.requires_grad_(trains(n, opts))
+    params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0, betas=(0.9, 0.99))
     step, log, cpu_seconds = 0, [], 0.0
     average = None
