@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,20 @@ def test_demo_card_and_its_lineage_agree():
     assert f"- {len(lineage['sittings'])} sitting(s)" in card
     assert ", ".join(f"{s['steps']} steps" for s in lineage["sittings"]) in card
     rebuild = card.split("```bash\n")[1].split("```")[0].splitlines()
-    assert [line for line in rebuild if line.startswith("wanvae train")] == lineage["commands"]
+    # Between making the data and packaging the model: the sittings (and any averaging of them).
+    assert rebuild[1:-1] == lineage["commands"]
+    assert rebuild[0].endswith("python tools/demo_data.py /tmp/demo-data") and rebuild[-1].startswith("python tools/demo_card.py")
+
+
+def test_average_weights_tool_writes_the_mean_of_its_checkpoints(tmp_path):
+    a, b = (wanvae.save(wanvae.WanVAE(MICRO), tmp_path / f"{n}.safetensors") for n in "ab")
+    tool = Path(__file__).parents[1] / "tools" / "average_weights.py"
+    r = subprocess.run([sys.executable, tool, "-o", tmp_path / "mean.safetensors", a, b], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    sa, sb = wanvae.load(a).state_dict(), wanvae.load(b).state_dict()
+    mean = wanvae.load(tmp_path / "mean.safetensors").state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.allclose(mean[k], (sa[k] + sb[k]) / 2, atol=1e-7) for k in mean)
 
 
 @pytest.mark.skipif(not demo.asset(demo.DEMO_WEIGHTS).exists(), reason="no demo model bundled")
